@@ -1,0 +1,3 @@
+from geodet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""`geodet.detect`: the whole pipeline, plan -> read -> infer -> merge -> write."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from rasterio.crs import CRS
+from tqdm import tqdm
+
+from geodet import __version__, engine
+from geodet.config import DetectConfig
+from geodet.decode import DECODERS, detect_layout
+from geodet.detections import Detections
+from geodet.errors import InputError
+from geodet.georef import boxes_to_polygons
+from geodet.merge import nms
+from geodet.model import ModelInfo, inspect_model
+from geodet.output import check_output, write_geopackage
+from geodet.raster import SceneInfo, open_scene, tiles_with_data
+from geodet.tiling import TileSpec, plan_tiles
+from geodet.worker import RunSettings, TileOutcome
+
+log = logging.getLogger("geodet")
+
+#: Tile size for models whose input has no fixed height and width.
+DEFAULT_TILE = 640
+
+
+def _check_fit(model: ModelInfo, scenes: list[SceneInfo]) -> None:
+    for s in scenes:
+        if len(s.bands) != model.channels:
+            raise InputError(
+                f"model takes {model.channels} channels but scene {s.path} gives "
+                f"{len(s.bands)} (bands {list(s.bands)}): choose bands with --bands, "
+                f"for example --bands {','.join(str(b) for b in range(1, model.channels + 1))}"
+            )
+    crs = {CRS.from_wkt(s.crs_wkt) for s in scenes}
+    if len(crs) > 1:
+        raise InputError("the scenes are in different CRSs: run each CRS separately "
+                         "(or reproject them to one CRS first)")
+
+
+def _tile_frame(scenes: list[SceneInfo], specs: list[TileSpec],
+                outcomes: dict[tuple[int, int], TileOutcome]) -> gpd.GeoDataFrame:
+    rows, geoms = [], []
+    for i, scene in enumerate(scenes):
+        mine = [s for s in specs if s.scene == i]
+        if not mine:
+            continue
+        geoms.extend(boxes_to_polygons(np.array([s.bounds for s in mine], float), scene.affine))
+        for s in mine:
+            o = outcomes[(s.scene, s.tile_id)]
+            rows.append({"scene": scene.name, "tile_id": s.tile_id, "status": o.status,
+                         "n_detections": o.n_detections, "error": o.error})
+    frame = pd.DataFrame(rows, columns=["scene", "tile_id", "status", "n_detections", "error"])
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scenes[0].crs_wkt))
+
+
+def _detection_frame(dets: Detections, scenes: list[SceneInfo],
+                     model: ModelInfo) -> gpd.GeoDataFrame:
+    geoms = np.empty(len(dets), dtype=object)
+    for i, scene in enumerate(scenes):
+        sel = dets.scene_ids == i
+        if sel.any():
+            geoms[sel] = boxes_to_polygons(dets.boxes[sel], scene.affine)
+    frame = pd.DataFrame({
+        "class_id": dets.class_ids.astype(np.int32),
+        "class_name": [model.class_name(int(c)) for c in dets.class_ids],
+        "score": dets.scores.astype(np.float64),
+        "scene": [scenes[i].name for i in dets.scene_ids],
+        "tile_id": dets.tile_ids.astype(np.int64),
+    })
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scenes[0].crs_wkt))
+
+
+def detect(
+    scenes: str | os.PathLike | Sequence[str | os.PathLike],
+    model: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    tile_size: int | None = None,
+    overlap: float = 0.2,
+    conf: float = 0.25,
+    iou: float = 0.5,
+    batch_size: int = 8,
+    device: str = "auto",
+    bands: Sequence[int] | None = None,
+    layout: str | None = None,
+    overwrite: bool = False,
+    address: str | None = None,
+    progress: bool = True,
+) -> gpd.GeoDataFrame:
+    """Detect objects in georeferenced rasters; optionally write a GeoPackage.
+
+    Returns the detections as a GeoDataFrame in the scenes' CRS (one polygon per
+    box). ``result.attrs["geodet"]`` holds the run summary also written to the
+    GeoPackage's ``geodet_runs`` table, including ``tiles_failed``. Bad input raises
+    `geodet.InputError` before anything is started or written.
+    """
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    if isinstance(scenes, (str, os.PathLike)):
+        scenes = [scenes]
+    cfg = DetectConfig.parse(
+        scenes=[os.fspath(s) for s in scenes], model=os.fspath(model),
+        out=os.fspath(out) if out is not None else None, tile_size=tile_size,
+        overlap=overlap, conf=conf, iou=iou, batch_size=batch_size, device=device,
+        bands=tuple(bands) if bands is not None else None, layout=layout,
+        overwrite=overwrite, address=address, progress=progress)
+
+    out_path = check_output(cfg.out, cfg.overwrite) if cfg.out else None
+    info = inspect_model(cfg.model)
+    if cfg.layout is not None and cfg.layout not in DECODERS:
+        raise InputError(f"unknown layout {cfg.layout!r}: choose one of {', '.join(DECODERS)}")
+    chosen_layout = cfg.layout or detect_layout(info)
+    scene_infos = [open_scene(p, cfg.bands) for p in cfg.scenes]
+    _check_fit(info, scene_infos)
+
+    tile = (cfg.tile_size, cfg.tile_size) if cfg.tile_size else (
+        info.width or DEFAULT_TILE, info.height or DEFAULT_TILE)
+    input_size = (info.width or tile[0], info.height or tile[1])
+    specs, outcomes = [], {}
+    for i, scene in enumerate(scene_infos):
+        planned = plan_tiles(scene.width, scene.height, tile, cfg.overlap, scene=i)
+        for spec, has_data in zip(planned, tiles_with_data(scene, planned), strict=True):
+            specs.append(spec)
+            if not has_data:
+                outcomes[(i, spec.tile_id)] = TileOutcome(i, spec.tile_id, "empty", 0)
+    todo = [s for s in specs if (s.scene, s.tile_id) not in outcomes]
+
+    parts, seconds, used = [], {"read": 0.0, "infer": 0.0}, set()
+    with engine.ray_cluster(cfg.address):
+        n_actors, resources, dev, threads = engine.plan_actors(cfg.device)
+        settings = RunSettings(
+            model=info, layout=chosen_layout, scenes=tuple(scene_infos), tile=tile,
+            input_size=input_size, batch_size=cfg.batch_size, conf=cfg.conf, iou=cfg.iou,
+            device=dev, threads=threads)
+        actors = engine.start_detectors(settings, n_actors, resources)
+        providers = engine.providers(actors)
+        if dev == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
+            log.warning("GPU requested but ONNX Runtime runs on %s: check that "
+                        "onnxruntime-gpu and its CUDA libraries are installed", providers)
+        chunk = engine.TILES_PER_CHUNK_BATCHES * (info.batch or cfg.batch_size)
+        with tqdm(total=len(todo), unit="tile", desc="detect", disable=not cfg.progress,
+                  dynamic_ncols=True) as bar:
+            for result in engine.run_tiles(actors, todo, chunk):
+                parts.append(result.detections)
+                for o in result.tiles:
+                    outcomes[(o.scene, o.tile_id)] = o
+                for k, v in result.seconds.items():
+                    seconds[k] += v
+                if result.provider:
+                    used.add(result.provider)
+                bar.update(len(result.tiles))
+
+    t = time.perf_counter()
+    merged = Detections.concat(parts)
+    merged = merged.take(nms(merged, cfg.iou)).sorted()
+    seconds["merge"] = time.perf_counter() - t
+    result = _detection_frame(merged, scene_infos, info)
+    statuses = [o.status for o in outcomes.values()]
+    run = {
+        "geodet_version": __version__,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "model": info.path, "model_sha256": info.sha256, "layout": chosen_layout,
+        "classes": json.dumps({str(k): v for k, v in info.names.items()}),
+        "parameters": json.dumps({
+            "tile": list(tile), "input_size": list(input_size), "overlap": cfg.overlap,
+            "conf": cfg.conf, "iou": cfg.iou, "batch_size": cfg.batch_size,
+            "device": cfg.device, "bands": [list(s.bands) for s in scene_infos]}),
+        "scenes": json.dumps([s.path for s in scene_infos]),
+        "execution_providers": json.dumps(sorted(used or set(providers))),
+        "workers": n_actors,
+        "tiles_total": len(specs), "tiles_done": statuses.count("done"),
+        "tiles_empty": statuses.count("empty"), "tiles_failed": statuses.count("failed"),
+        "detections": len(result),
+    }
+    def stamp() -> None:
+        run.update(seconds_total=round(time.perf_counter() - t0, 3),
+                   finished_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+                   **{f"seconds_{k}": round(v, 3) for k, v in seconds.items()})
+
+    if out_path is not None:
+        t = time.perf_counter()
+        tiles = _tile_frame(scene_infos, specs, outcomes)
+        names = sorted({info.class_name(c) for c in range(len(info.names))} |
+                       set(result["class_name"]))
+        stamp()
+        write_geopackage(out_path, result, tiles, run, names)
+        seconds["write"] = time.perf_counter() - t
+    stamp()
+    result.attrs["geodet"] = run
+    return result

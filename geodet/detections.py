@@ -1,0 +1,84 @@
+"""`Detections`: the one value type that flows through every stage.
+
+A struct of arrays: boxes are ``(N, 4)`` ``x0, y0, x1, y1`` in *scene pixel*
+coordinates (pixel-edge convention: ``[0, 0, 1, 1]`` is the first pixel), so that
+merging happens in the raster's own grid and georeferencing happens once, at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detections:
+    boxes: np.ndarray  # (N, 4) float64, x0 y0 x1 y1 in scene pixels
+    scores: np.ndarray  # (N,) float32
+    class_ids: np.ndarray  # (N,) int32
+    scene_ids: np.ndarray  # (N,) int32, index into the run's scene list
+    tile_ids: np.ndarray  # (N,) int64, tile that produced the detection
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if self.boxes.shape != (n, 4):
+            raise ValueError(f"boxes must be ({n}, 4), got {self.boxes.shape}")
+        for name in ("class_ids", "scene_ids", "tile_ids"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} must have {n} entries")
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls.build(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0, 0)
+
+    @classmethod
+    def build(cls, boxes, scores, class_ids, scene_id, tile_id) -> Detections:
+        """Make detections with the canonical dtypes; ids may be scalars or arrays."""
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        n = len(scores)
+        return cls(
+            boxes=np.asarray(boxes, dtype=np.float64).reshape(n, 4),
+            scores=scores,
+            class_ids=np.asarray(class_ids, dtype=np.int32).reshape(-1),
+            scene_ids=np.broadcast_to(np.asarray(scene_id, dtype=np.int32), (n,)).copy(),
+            tile_ids=np.broadcast_to(np.asarray(tile_id, dtype=np.int64), (n,)).copy(),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Detections]) -> Detections:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(
+            boxes=np.concatenate([p.boxes for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            class_ids=np.concatenate([p.class_ids for p in parts]),
+            scene_ids=np.concatenate([p.scene_ids for p in parts]),
+            tile_ids=np.concatenate([p.tile_ids for p in parts]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, index: np.ndarray) -> Detections:
+        """The detections selected by an integer index or boolean mask."""
+        return Detections(
+            boxes=self.boxes[index],
+            scores=self.scores[index],
+            class_ids=self.class_ids[index],
+            scene_ids=self.scene_ids[index],
+            tile_ids=self.tile_ids[index],
+        )
+
+    @property
+    def centres(self) -> np.ndarray:
+        return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
+
+    def sorted(self) -> Detections:
+        """A canonical order (scene, then descending score, then position), so that
+        the output does not depend on which worker finished first."""
+        b = self.boxes
+        order = np.lexsort((b[:, 3], b[:, 2], b[:, 1], b[:, 0], self.class_ids,
+                            -self.scores, self.scene_ids))
+        return self.take(order)

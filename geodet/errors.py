@@ -1,0 +1,26 @@
+"""Errors that are part of geodet's interface.
+
+`InputError` is raised for anything the user can fix (a missing scene, a model that
+does not fit the scene, an output that already exists). Its message is one line that
+says what is wrong and what to do; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class GeodetError(Exception):
+    """Base class of geodet's own errors."""
+
+    exit_code = 1
+
+
+class InputError(GeodetError):
+    """Bad input given by the user: nothing has been written."""
+
+    exit_code = 2
+
+
+class PartialRunError(GeodetError):
+    """The run finished and wrote its output, but some tiles failed."""
+
+    exit_code = 3

@@ -1,0 +1,27 @@
+"""Georeferencing: scene-pixel boxes -> polygons in the scene's CRS.
+
+Pixel-edge convention: ``transform * (col, row)`` is the *corner* of a pixel, so the
+box ``[0, 0, 1, 1]`` maps to exactly the footprint of the first pixel. All four
+corners go through the full affine transform, so rotated and sheared rasters give
+the correct (rotated) quadrilaterals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from affine import Affine
+
+
+def pixel_to_crs(transform: Affine, cols: np.ndarray, rows: np.ndarray):
+    a, b, c, d, e, f = tuple(transform)[:6]
+    return a * cols + b * rows + c, d * cols + e * rows + f
+
+
+def boxes_to_polygons(boxes: np.ndarray, transform: Affine) -> np.ndarray:
+    """Polygons (shapely array) for ``(N, 4)`` x0 y0 x1 y1 scene-pixel boxes."""
+    x0, y0, x1, y1 = boxes.T
+    cols = np.stack([x0, x1, x1, x0, x0], axis=1)
+    rows = np.stack([y0, y0, y1, y1, y0], axis=1)
+    xs, ys = pixel_to_crs(transform, cols, rows)
+    return shapely.polygons(np.stack([xs, ys], axis=-1))

@@ -1,0 +1,122 @@
+"""ONNX models: what a model expects and produces, and sessions on the right device."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from geodet.errors import InputError
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
+               "tensor(uint8)": "uint8"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The facts about a model that planning, preprocessing and decoding need."""
+
+    path: str
+    sha256: str
+    input_name: str
+    input_dtype: str  # float32, float16 or uint8
+    batch: int | None  # fixed batch size, or None for a dynamic batch axis
+    channels: int
+    height: int | None  # None: dynamic spatial axis
+    width: int | None
+    output_shapes: tuple[tuple[int | None, ...], ...]
+    names: dict[int, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def class_name(self, class_id: int) -> str:
+        return self.names.get(class_id, str(class_id))
+
+
+def _dim(d) -> int | None:
+    return d if isinstance(d, int) and d > 0 else None
+
+
+def parse_names(raw: str) -> dict[int, str]:
+    """Class names from metadata: a JSON or Python-literal dict (int or str keys) or list."""
+    value = None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(raw)
+            break
+        except (ValueError, SyntaxError):
+            continue
+    if isinstance(value, list):
+        return {i: str(v) for i, v in enumerate(value)}
+    if isinstance(value, dict):
+        try:
+            return {int(k): str(v) for k, v in value.items()}
+        except ValueError:
+            return {}
+    return {}
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def inspect_model(path: str | os.PathLike) -> ModelInfo:
+    """Load a model on the CPU and describe it, raising `InputError` if it is unusable."""
+    import onnxruntime as ort
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"model not found: {path}: give the path of an .onnx file")
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises several unrelated types for a bad file
+        reason = str(e).splitlines()[0][:200]
+        raise InputError(
+            f"cannot load model as ONNX: {path} ({reason}): give an ONNX export of a "
+            "detector"
+        ) from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        shapes = ", ".join(f"{i.name}{i.shape}" for i in inputs)
+        raise InputError(
+            f"model {path} has inputs {shapes}: geodet needs one image input shaped "
+            "[batch, channels, height, width]"
+        )
+    inp = inputs[0]
+    if inp.type not in _ORT_DTYPES:
+        raise InputError(f"model {path} takes {inp.type} input; geodet feeds float or uint8")
+    channels = _dim(inp.shape[1])
+    if channels is None:
+        raise InputError(f"model {path} has no fixed channel count in its input {inp.shape}")
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    return ModelInfo(
+        path=path, sha256=sha256_of(path), input_name=inp.name,
+        input_dtype=_ORT_DTYPES[inp.type], batch=_dim(inp.shape[0]), channels=channels,
+        height=_dim(inp.shape[2]), width=_dim(inp.shape[3]),
+        output_shapes=tuple(tuple(_dim(d) for d in o.shape) for o in session.get_outputs()),
+        names=parse_names(meta["names"]) if "names" in meta else {},
+        metadata=meta,
+    )
+
+
+def create_session(path: str, device: str, threads: int):
+    """An ONNX Runtime session and the execution provider that actually runs it.
+
+    ``device`` is ``cuda`` or ``cpu``. ONNX Runtime silently falls back to the CPU
+    when CUDA is missing, so the provider in effect is read back, not assumed.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    return session, session.get_providers()[0]

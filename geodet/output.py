@@ -1,0 +1,101 @@
+"""Writing the GeoPackage: detections, tile outcomes, run provenance, a QGIS style.
+
+Everything goes into a temporary file beside the output, renamed into place only
+when complete, so an interrupted run never leaves a half-written GeoPackage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+
+from geodet.errors import InputError
+
+DETECTIONS_LAYER = "detections"
+TILES_LAYER = "tiles"
+RUNS_TABLE = "geodet_runs"
+STYLES_TABLE = "layer_styles"
+GEOMETRY_COLUMN = "geom"
+
+# Outline colours for categories, cycled: distinct on imagery (Okabe-Ito, then extra).
+PALETTE = ["230,159,0", "86,180,233", "0,158,115", "240,228,66", "0,114,178",
+           "213,94,0", "204,121,167", "255,255,255", "255,0,0", "0,255,255"]
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Validate the output path before any work is done."""
+    out = Path(path)
+    if out.suffix.lower() != ".gpkg":
+        raise InputError(f"output must be a GeoPackage ending in .gpkg, got {out}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output directory does not exist: {parent}: create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output directory is not writable: {parent}")
+    if out.is_dir():
+        raise InputError(f"output is a directory: {out}")
+    if out.exists() and not overwrite:
+        raise InputError(f"output exists: {out}: pass --overwrite to replace it")
+    return out
+
+
+def category_style(layer: str, field: str, values: list[str]) -> str:
+    """A QGIS QML categorised renderer: one outlined, unfilled symbol per value."""
+    cats, symbols = [], []
+    for i, v in enumerate(values):
+        cats.append(f'<category render="true" symbol="{i}" value={quoteattr(v)} '
+                    f"label={quoteattr(v)}/>")
+        symbols.append(
+            f'<symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">'
+            '<layer class="SimpleFill" enabled="1" locked="0" pass="0"><Option type="Map">'
+            '<Option name="color" type="QString" value="0,0,0,0"/>'
+            '<Option name="style" type="QString" value="no"/>'
+            f'<Option name="outline_color" type="QString" value="{PALETTE[i % len(PALETTE)]},255"/>'
+            '<Option name="outline_style" type="QString" value="solid"/>'
+            '<Option name="outline_width" type="QString" value="0.6"/>'
+            '<Option name="outline_width_unit" type="QString" value="MM"/>'
+            "</Option></layer></symbol>"
+        )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+        f'<qgis version="3.34.0" styleCategories="Symbology">'
+        f'<renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" '
+        'enableorderby="0" forceraster="0">'
+        f"<categories>{''.join(cats)}</categories><symbols>{''.join(symbols)}</symbols>"
+        "</renderer-v2></qgis>"
+    )
+
+
+def styles_table(layer: str, class_names: list[str]) -> pd.DataFrame:
+    """The `layer_styles` row that makes QGIS open `layer` categorised by class."""
+    return pd.DataFrame([{
+        "f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,
+        "f_geometry_column": GEOMETRY_COLUMN, "styleName": f"{layer} by class"[:30],
+        "styleQML": category_style(layer, "class_name", class_names), "styleSLD": "",
+        "useAsDefault": True, "description": "geodet default style", "owner": "",
+        "ui": "", "update_time": datetime.now(UTC).replace(tzinfo=None),
+    }])
+
+
+def write_geopackage(out: Path, detections: gpd.GeoDataFrame, tiles: gpd.GeoDataFrame,
+                     run: dict, class_names: list[str]) -> None:
+    """Write all layers to a temporary file beside ``out`` and rename it into place."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.gpkg")
+    try:
+        layer_opts = {"geometry_type": "Polygon", "GEOMETRY_NAME": GEOMETRY_COLUMN}
+        pyogrio.write_dataframe(detections, tmp, layer=DETECTIONS_LAYER, **layer_opts)
+        pyogrio.write_dataframe(tiles, tmp, layer=TILES_LAYER, **layer_opts)
+        pyogrio.write_dataframe(pd.DataFrame([run]), tmp, layer=RUNS_TABLE)
+        pyogrio.write_dataframe(styles_table(DETECTIONS_LAYER, class_names), tmp,
+                                layer=STYLES_TABLE)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)

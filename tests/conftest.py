@@ -1,0 +1,61 @@
+"""Shared fixtures: real GeoTIFFs, real ONNX models, one real local Ray cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import onnx
+import pytest
+
+from tools.toy_models import bright_squares
+
+#: Loopback address for the test cluster (Ray keeps it; it rewrites 127.0.0.1).
+TEST_NODE_IP = "127.0.0.3"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray cluster for the whole session, on loopback, stopped at the end."""
+    import ray
+
+    ray.init(address="local", _node_ip_address=TEST_NODE_IP, include_dashboard=False,
+             num_cpus=2, num_gpus=0, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def squares_model(model_dir) -> Path:
+    """The bright-square detector, 128 x 128 input, dynamic batch."""
+    path = model_dir / "squares128.onnx"
+    onnx.save(bright_squares(size=128), path)
+    return path
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A directory nobody can write to (a read-only mount when running as root)."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot make a read-only directory here (not allowed to mount)")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(Exception):
+            subprocess.run(["umount", str(path)], check=False)
