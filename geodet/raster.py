@@ -107,7 +107,7 @@ def tiles_with_data(scene: SceneInfo, specs: list[TileSpec]) -> list[bool]:
 
     The mask is averaged down (any valid pixel keeps its cell non-zero, up to cells
     of a few hundred pixels a side), and a tile counts as empty only when every cell
-    it touches, and one cell around, is empty: small valid areas are not skipped.
+    it touches, and one cell around when reduced, is empty: small valid areas are not skipped.
     """
     if not scene.has_mask:
         return [True] * len(specs)
@@ -116,11 +116,12 @@ def tiles_with_data(scene: SceneInfo, specs: list[TileSpec]) -> list[bool]:
     with rasterio.open(scene.path) as ds:
         mask = ds.dataset_mask(out_shape=shape, resampling=Resampling.average) > 0
     sy, sx = shape[0] / scene.height, shape[1] / scene.width
+    pad = 1 if f > 1 else 0  # at full resolution the mask is exact
     result = []
     for s in specs:
-        r0, c0 = max(0, int(s.row_off * sy) - 1), max(0, int(s.col_off * sx) - 1)
-        r1 = min(shape[0], math.ceil((s.row_off + s.height) * sy) + 1)
-        c1 = min(shape[1], math.ceil((s.col_off + s.width) * sx) + 1)
+        r0, c0 = max(0, int(s.row_off * sy) - pad), max(0, int(s.col_off * sx) - pad)
+        r1 = min(shape[0], math.ceil((s.row_off + s.height) * sy) + pad)
+        c1 = min(shape[1], math.ceil((s.col_off + s.width) * sx) + pad)
         result.append(bool(mask[r0:r1, c0:c1].any()))
     return result
 
