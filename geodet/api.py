@@ -21,7 +21,7 @@ from geodet.decode import DECODERS, detect_layout
 from geodet.detections import Detections
 from geodet.errors import InputError
 from geodet.georef import boxes_to_polygons
-from geodet.merge import nms
+from geodet.merge import merge as merge_detections
 from geodet.model import ModelInfo, inspect_model
 from geodet.output import check_output, write_geopackage
 from geodet.raster import SceneInfo, open_scene, tiles_with_data
@@ -64,6 +64,16 @@ def _tile_frame(scenes: list[SceneInfo], specs: list[TileSpec],
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scenes[0].crs_wkt))
 
 
+def _cores_of(dets: Detections, specs: list[TileSpec]) -> np.ndarray:
+    """The core of each detection's tile, ``(N, 4)``."""
+    n_scenes = max((s.scene for s in specs), default=-1) + 1
+    n_tiles = max((s.tile_id for s in specs), default=-1) + 1
+    table = np.zeros((n_scenes, n_tiles, 4))
+    for s in specs:
+        table[s.scene, s.tile_id] = s.core
+    return table[dets.scene_ids, dets.tile_ids]
+
+
 def _detection_frame(dets: Detections, scenes: list[SceneInfo],
                      model: ModelInfo) -> gpd.GeoDataFrame:
     geoms = np.empty(len(dets), dtype=object)
@@ -90,7 +100,11 @@ def detect(
     overlap: float = 0.2,
     conf: float = 0.25,
     iou: float = 0.5,
+    merge: str = "ownership",
+    ios: float = 0.5,
+    class_agnostic: bool = False,
     batch_size: int = 8,
+    workers: int | None = None,
     device: str = "auto",
     bands: Sequence[int] | None = None,
     layout: str | None = None,
@@ -111,7 +125,8 @@ def detect(
     cfg = DetectConfig.parse(
         scenes=[os.fspath(s) for s in scenes], model=os.fspath(model),
         out=os.fspath(out) if out is not None else None, tile_size=tile_size,
-        overlap=overlap, conf=conf, iou=iou, batch_size=batch_size, device=device,
+        overlap=overlap, conf=conf, iou=iou, merge=merge, ios=ios,
+        class_agnostic=class_agnostic, batch_size=batch_size, workers=workers, device=device,
         bands=tuple(bands) if bands is not None else None, layout=layout,
         overwrite=overwrite, address=address, progress=progress)
 
@@ -137,10 +152,11 @@ def detect(
 
     parts, seconds, used = [], {"read": 0.0, "infer": 0.0}, set()
     with engine.ray_cluster(cfg.address):
-        n_actors, resources, dev, threads = engine.plan_actors(cfg.device)
+        n_actors, resources, dev, threads = engine.plan_actors(cfg.device, cfg.workers)
         settings = RunSettings(
             model=info, layout=chosen_layout, scenes=tuple(scene_infos), tile=tile,
             input_size=input_size, batch_size=cfg.batch_size, conf=cfg.conf, iou=cfg.iou,
+            own_cores=cfg.merge == "ownership", class_aware=not cfg.class_agnostic,
             device=dev, threads=threads)
         actors = engine.start_detectors(settings, n_actors, resources)
         providers = engine.providers(actors)
@@ -162,7 +178,8 @@ def detect(
 
     t = time.perf_counter()
     merged = Detections.concat(parts)
-    merged = merged.take(nms(merged, cfg.iou)).sorted()
+    merged = merge_detections(merged, cfg.merge, cfg.iou, cfg.ios, not cfg.class_agnostic,
+                   cores=_cores_of(merged, specs)).sorted()
     seconds["merge"] = time.perf_counter() - t
     result = _detection_frame(merged, scene_infos, info)
     statuses = [o.status for o in outcomes.values()]
@@ -173,7 +190,8 @@ def detect(
         "classes": json.dumps({str(k): v for k, v in info.names.items()}),
         "parameters": json.dumps({
             "tile": list(tile), "input_size": list(input_size), "overlap": cfg.overlap,
-            "conf": cfg.conf, "iou": cfg.iou, "batch_size": cfg.batch_size,
+            "conf": cfg.conf, "iou": cfg.iou, "merge": cfg.merge, "ios": cfg.ios,
+            "class_agnostic": cfg.class_agnostic, "batch_size": cfg.batch_size,
             "device": cfg.device, "bands": [list(s.bands) for s in scene_infos]}),
         "scenes": json.dumps([s.path for s in scene_infos]),
         "execution_providers": json.dumps(sorted(used or set(providers))),

@@ -44,7 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--conf", type=float, default=0.25, help="minimum score (default 0.25)")
     d.add_argument("--iou", type=float, default=0.5,
                    help="IoU above which overlapping boxes are duplicates (default 0.5)")
+    d.add_argument("--merge", choices=["ownership", "nms", "nmm"], default="ownership",
+                   help="how duplicates across tile overlaps are resolved: ownership "
+                   "(default: each tile keeps objects centred in its core, then a seam "
+                   "pass), nms (global IoU suppression), nmm (merge on "
+                   "intersection-over-smaller, as SAHI)")
+    d.add_argument("--ios", type=float, default=0.5,
+                   help="intersection-over-smaller above which seam pieces (ownership) or "
+                   "boxes (nmm) are merged (default 0.5)")
+    d.add_argument("--class-agnostic", action="store_true",
+                   help="boxes of different classes may suppress each other")
     d.add_argument("--batch-size", type=int, default=8, help="tiles per inference batch")
+    d.add_argument("--workers", type=int, help="number of detector actors (default: one "
+                   "per GPU, or one per 4 CPU cores)")
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: GPUs where the cluster has them, else CPU")
     d.add_argument("--bands", type=_bands, help="bands fed to the model, e.g. 1,2,3 "
@@ -71,7 +83,9 @@ def _detect(args: argparse.Namespace) -> int:
 
     result = detect(
         args.scenes, args.model, args.out, tile_size=args.tile_size, overlap=args.overlap,
-        conf=args.conf, iou=args.iou, batch_size=args.batch_size, device=args.device,
+        conf=args.conf, iou=args.iou, merge=args.merge, ios=args.ios,
+        class_agnostic=args.class_agnostic, batch_size=args.batch_size,
+        workers=args.workers, device=args.device,
         bands=args.bands, layout=args.layout, overwrite=args.overwrite,
         address=args.address, progress=not args.no_progress)
     run = result.attrs["geodet"]

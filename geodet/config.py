@@ -21,7 +21,11 @@ class DetectConfig(BaseModel):
     overlap: float = Field(default=0.2, ge=0, lt=1)
     conf: float = Field(default=0.25, ge=0, le=1)
     iou: float = Field(default=0.5, gt=0, le=1)
+    merge: Literal["ownership", "nms", "nmm"] = "ownership"
+    ios: float = Field(default=0.5, gt=0, le=1)
+    class_agnostic: bool = False
     batch_size: int = Field(default=8, ge=1, le=1024)
+    workers: int | None = Field(default=None, ge=1, le=4096)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bands: tuple[int, ...] | None = Field(default=None, min_length=1)
     layout: str | None = None

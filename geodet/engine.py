@@ -59,15 +59,23 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def plan_actors(device: str) -> tuple[int, dict, str, int]:
-    """How many detector actors, with which resources, device and ORT threads."""
+def plan_actors(device: str, workers: int | None = None) -> tuple[int, dict, str, int]:
+    """How many detector actors, with which resources, device and ORT threads.
+
+    One actor per GPU where the cluster has GPUs (``workers`` actors sharing them, if
+    given); else CPU actors of up to 4 threads each, or ``workers`` actors sharing the
+    cluster's CPUs.
+    """
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     if device == "cuda" and gpus == 0:
         raise InputError("--device cuda, but the Ray cluster has no GPU: use --device cpu "
                          "or auto, or join a cluster with GPU nodes (--address)")
     if gpus and device in ("auto", "cuda"):
-        return gpus, {"num_gpus": 1, "num_cpus": 1}, "cuda", 2
+        n = workers or gpus
+        return n, {"num_gpus": min(1.0, gpus / n), "num_cpus": 1}, "cuda", 2
+    if workers:
+        return workers, {"num_cpus": cpus / workers}, "cpu", max(1, cpus // workers)
     threads = min(4, cpus)
     return max(1, cpus // threads), {"num_cpus": threads}, "cpu", threads
 

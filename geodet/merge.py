@@ -1,7 +1,20 @@
-"""Merging detections: non-maximum suppression over a spatial index.
+"""Merging detections across tiles.
 
-Candidate pairs come from a shapely 2 `STRtree`, so the cost grows with the number of
-*overlapping* pairs, not with the square of the number of detections.
+Strategies (`STRATEGIES`):
+
+- ``ownership`` (default): each tile keeps only the detections whose centre lies in
+  its core (done in the worker, see `geodet.tiling.owned`); the cores partition the
+  scene, so objects smaller than the overlap come out exactly once and the fragments
+  of objects cut by a tile edge are dropped. A *seam pass* (`seam_merge`) then looks
+  only at detections whose box reaches out of their tile's core, and unites pairs
+  from different tiles whose IoU or intersection-over-smaller exceeds a threshold:
+  the pieces of objects larger than the overlap.
+- ``nms``: plain global non-maximum suppression (IoU), every tile keeps everything.
+- ``nmm``: greedy non-maximum *merging* on intersection-over-smaller, boxes united
+  (SAHI's default): removes fragments but can merge packed neighbours.
+
+Candidate pairs always come from a shapely 2 `STRtree`, so cost grows with the number
+of overlapping pairs, never with the square of the number of detections.
 """
 
 from __future__ import annotations
@@ -11,52 +24,134 @@ import shapely
 
 from geodet.detections import Detections
 
+STRATEGIES = ("ownership", "nms", "nmm")
 
-def pair_iou(boxes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Intersection over union of the box pairs ``(boxes[i], boxes[j])``."""
+
+def pair_overlaps(boxes: np.ndarray, i: np.ndarray, j: np.ndarray):
+    """IoU and intersection-over-smaller of the box pairs ``(boxes[i], boxes[j])``."""
     a, b = boxes[i], boxes[j]
     iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
     ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
     inter = iw * ih
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a + area_b - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    union, smaller = area_a + area_b - inter, np.minimum(area_a, area_b)
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    ios = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+    return iou, ios
 
 
-def nms(dets: Detections, iou: float, class_aware: bool = True) -> np.ndarray:
-    """Indexes of the detections kept by greedy NMS, in canonical rank order.
+def pair_iou(boxes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    return pair_overlaps(boxes, i, j)[0]
 
-    A detection is suppressed by a higher-ranked kept one of the same scene (and
-    class, when ``class_aware``) whose IoU with it exceeds ``iou``. Ranks are by
-    score, ties broken by class and position, so the result does not depend on the
-    input order.
-    """
-    n = len(dets)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
+
+def _rank(dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical order (score, then class and position) and each detection's rank."""
     b = dets.boxes
     order = np.lexsort((b[:, 3], b[:, 2], b[:, 1], b[:, 0], dets.class_ids, -dets.scores))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
+    rank = np.empty(len(dets), dtype=np.int64)
+    rank[order] = np.arange(len(dets))
+    return order, rank
 
+
+def _pairs(dets: Detections, rank: np.ndarray, class_aware: bool, cross_tile: bool):
+    """Intersecting pairs ``(i, j)`` with ``i`` ranked above ``j``, of one scene (and
+    one class, and different tiles, when asked)."""
+    b = dets.boxes
     tree = shapely.STRtree(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
     i, j = tree.query(tree.geometries, predicate="intersects")
-    # Each pair once, directed from the higher-ranked box to the lower-ranked one.
-    i, j = i[rank[i] < rank[j]], j[rank[i] < rank[j]]
-    same = dets.scene_ids[i] == dets.scene_ids[j]
+    keep = (rank[i] < rank[j]) & (dets.scene_ids[i] == dets.scene_ids[j])
     if class_aware:
-        same &= dets.class_ids[i] == dets.class_ids[j]
-    i, j = i[same], j[same]
-    hit = pair_iou(b, i, j) > iou
-    src, dst = rank[i[hit]], rank[j[hit]]
+        keep &= dets.class_ids[i] == dets.class_ids[j]
+    if cross_tile:
+        keep &= dets.tile_ids[i] != dets.tile_ids[j]
+    return i[keep], j[keep]
 
-    # Greedy pass in rank order over the sparse graph of overlapping pairs.
+
+def _greedy(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Greedy pass in rank order over directed pairs (ranks): returns, for each rank,
+    the rank that absorbed it, or -1 if it survives."""
     by_src = np.argsort(src, kind="stable")
     src, dst = src[by_src], dst[by_src]
     starts = np.searchsorted(src, np.arange(n + 1))
-    suppressed = np.zeros(n, dtype=bool)
+    absorbed_by = np.full(n, -1, dtype=np.int64)
     for r in np.unique(src):
-        if not suppressed[r]:
-            suppressed[dst[starts[r]:starts[r + 1]]] = True
-    return order[~suppressed]
+        if absorbed_by[r] < 0:
+            targets = dst[starts[r]:starts[r + 1]]
+            targets = targets[absorbed_by[targets] < 0]
+            absorbed_by[targets] = r
+    return absorbed_by
+
+
+def _resolve(dets: Detections, order, rank, i, j, hit, unite: bool) -> Detections:
+    """Apply the greedy pass to the pairs selected by ``hit``; absorbed detections are
+    dropped, and with ``unite`` their boxes are united into their absorber's."""
+    absorbed_by = _greedy(len(dets), rank[i[hit]], rank[j[hit]])
+    survivors = order[absorbed_by < 0]
+    if not unite:
+        return dets.take(survivors)
+    boxes = dets.boxes.copy()
+    gone = np.flatnonzero(absorbed_by >= 0)  # ranks
+    into, frm = order[absorbed_by[gone]], order[gone]
+    for col, ufunc in ((0, np.minimum), (1, np.minimum), (2, np.maximum), (3, np.maximum)):
+        ufunc.at(boxes[:, col], into, boxes[frm, col])
+    united = Detections(boxes, dets.scores, dets.class_ids, dets.scene_ids, dets.tile_ids)
+    return united.take(survivors)
+
+
+def nms(dets: Detections, iou: float, class_aware: bool = True) -> Detections:
+    """Greedy non-maximum suppression: a detection goes when a higher-ranked one of
+    the same scene (and class) overlaps it with IoU above ``iou``."""
+    if len(dets) == 0:
+        return dets
+    order, rank = _rank(dets)
+    i, j = _pairs(dets, rank, class_aware, cross_tile=False)
+    return _resolve(dets, order, rank, i, j, pair_iou(dets.boxes, i, j) > iou, unite=False)
+
+
+def nmm(dets: Detections, ios: float, class_aware: bool = True) -> Detections:
+    """Greedy non-maximum merging: a detection whose intersection over the smaller
+    box with a higher-ranked one exceeds ``ios`` is united into it (score kept)."""
+    if len(dets) == 0:
+        return dets
+    order, rank = _rank(dets)
+    i, j = _pairs(dets, rank, class_aware, cross_tile=False)
+    return _resolve(dets, order, rank, i, j, pair_overlaps(dets.boxes, i, j)[1] > ios,
+                    unite=True)
+
+
+def seam_merge(dets: Detections, cores: np.ndarray, iou: float, ios: float,
+               class_aware: bool = True) -> Detections:
+    """The seam pass after ownership filtering.
+
+    ``cores`` ``(N, 4)`` is the core of each detection's tile. Only detections whose
+    box reaches out of their core can have a counterpart in another tile; among those,
+    pairs from different tiles with IoU above ``iou`` or intersection-over-smaller
+    above ``ios`` are united. Everything else passes untouched.
+    """
+    b = dets.boxes
+    near = ((b[:, 0] < cores[:, 0]) | (b[:, 1] < cores[:, 1])
+            | (b[:, 2] > cores[:, 2]) | (b[:, 3] > cores[:, 3]))
+    if near.sum() < 2:
+        return dets
+    seam = dets.take(near)
+    order, rank = _rank(seam)
+    i, j = _pairs(seam, rank, class_aware, cross_tile=True)
+    o_iou, o_ios = pair_overlaps(seam.boxes, i, j)
+    merged = _resolve(seam, order, rank, i, j, (o_iou > iou) | (o_ios > ios), unite=True)
+    return Detections.concat([dets.take(~near), merged])
+
+
+def merge(dets: Detections, strategy: str, iou: float, ios: float, class_aware: bool = True,
+          cores: np.ndarray | None = None) -> Detections:
+    """The global merge of one run's detections, by ``strategy`` (see module doc);
+    ``cores`` (the core of each detection's tile) is needed by ``ownership``."""
+    if strategy == "ownership":
+        if cores is None:
+            raise ValueError("the ownership strategy needs the tile cores")
+        return seam_merge(dets, cores, iou, ios, class_aware)
+    if strategy == "nms":
+        return nms(dets, iou, class_aware)
+    if strategy == "nmm":
+        return nmm(dets, ios, class_aware)
+    raise ValueError(f"unknown merge strategy {strategy!r}: choose one of {STRATEGIES}")

@@ -35,6 +35,8 @@ class RunSettings:
     batch_size: int
     conf: float
     iou: float
+    own_cores: bool  # keep only detections centred in the tile's core (ownership merge)
+    class_aware: bool
     device: str  # "cpu" or "cuda"
     threads: int
 
@@ -97,7 +99,7 @@ class TileDetector:
         return self.decode(outputs, self.s.conf)[:n]
 
     def _to_scene(self, spec: TileSpec, scale, decoded) -> Detections:
-        """Model-input boxes -> scene pixels, clipped to the window, NMS, core only."""
+        """Model-input boxes -> scene pixels, clipped to the window, NMS, core filter."""
         boxes, scores, class_ids = decoded
         boxes = boxes / np.array([scale[0], scale[1], scale[0], scale[1]])
         boxes += np.array([spec.col_off, spec.row_off, spec.col_off, spec.row_off])
@@ -106,8 +108,8 @@ class TileDetector:
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         dets = Detections.build(boxes[real], scores[real], class_ids[real],
                                 spec.scene, spec.tile_id)
-        dets = dets.take(nms(dets, self.s.iou))
-        return dets.take(owned(dets.centres, spec.core))
+        dets = nms(dets, self.s.iou, self.s.class_aware)
+        return dets.take(owned(dets.centres, spec.core)) if self.s.own_cores else dets
 
     def run(self, specs: list[TileSpec]) -> ChunkResult:
         batches = [specs[i:i + self.batch] for i in range(0, len(specs), self.batch)]

@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geodet.detections import Detections
-from geodet.merge import nms, pair_iou
+from geodet.merge import merge, nmm, nms, pair_iou, seam_merge
 
 
 def dets(boxes, scores, classes=None, scenes=0):
@@ -26,15 +27,15 @@ def brute_nms(d: Detections, iou: float) -> set[int]:
 
 def test_duplicates_removed_neighbours_kept():
     d = dets([[0, 0, 10, 10], [1, 0, 11, 10], [12, 0, 22, 10]], [0.9, 0.8, 0.7])
-    assert sorted(nms(d, 0.5)) == [0, 2]
+    assert sorted(nms(d, 0.5).tile_ids) == [0, 2]
 
 
 def test_class_aware_and_scene_aware():
     boxes = [[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]]
     d = Detections.build(np.array(boxes, float), [0.9, 0.8, 0.7], [0, 1, 0], [0, 0, 1],
                          [0, 1, 2])
-    assert sorted(nms(d, 0.5)) == [0, 1, 2]
-    assert sorted(nms(d, 0.5, class_aware=False)) == [0, 2]
+    assert sorted(nms(d, 0.5).tile_ids) == [0, 1, 2]
+    assert sorted(nms(d, 0.5, class_aware=False).tile_ids) == [0, 2]
 
 
 def test_empty():
@@ -49,7 +50,51 @@ def test_matches_brute_force_greedy_nms_and_ignores_input_order(seed, n, iou):
     wh = rng.uniform(2, 20, (n, 2))
     d = dets(np.hstack([xy, xy + wh]), rng.choice([0.5, 0.6, 0.7, 0.9], n),
              rng.integers(0, 2, n))
-    kept = nms(d, iou)
+    kept = nms(d, iou).tile_ids  # tile_ids hold each detection's index here
     assert set(kept.tolist()) == brute_nms(d, iou)
     perm = rng.permutation(n)
-    assert set(perm[nms(d.take(perm), iou)].tolist()) == set(kept.tolist())
+    assert nms(d.take(perm), iou).tile_ids.tolist() == kept.tolist()
+
+
+def test_nmm_unites_fragments_into_the_stronger_box():
+    d = dets([[0, 0, 10, 10], [3, 0, 12, 10], [20, 0, 30, 10]], [0.9, 0.6, 0.8])
+    out = nmm(d, 0.5).sorted()
+    np.testing.assert_array_equal(out.boxes, [[0, 0, 12, 10], [20, 0, 30, 10]])
+    np.testing.assert_allclose(out.scores, [0.9, 0.8])
+
+
+INF = np.inf
+CORE_A = [-INF, -INF, 100, INF]  # tile 0 owns x < 100
+CORE_B = [100, -INF, INF, INF]  # tile 1 owns x >= 100
+
+
+def seam_case(boxes, scores, tiles):
+    d = Detections.build(np.array(boxes, float), scores, np.zeros(len(scores)), 0, tiles)
+    cores = np.array([CORE_A if t == 0 else CORE_B for t in tiles], float)
+    return d, cores
+
+
+def test_seam_pass_unites_the_pieces_of_a_large_object():
+    d, cores = seam_case([[60, 0, 110, 20], [90, 0, 140, 20], [10, 0, 20, 10]],
+                         [0.8, 0.7, 0.9], [0, 1, 0])
+    out = seam_merge(d, cores, iou=0.5, ios=0.3).sorted()
+    np.testing.assert_array_equal(out.boxes, [[10, 0, 20, 10], [60, 0, 140, 20]])
+    np.testing.assert_allclose(out.scores, [0.9, 0.8])
+
+
+def test_seam_pass_keeps_packed_neighbours_and_same_tile_pairs():
+    # Two distinct objects either side of the seam, both reaching across it by a little.
+    d, cores = seam_case([[89, 0, 101, 20], [100.5, 0, 112, 20]], [0.9, 0.9], [0, 1])
+    assert len(seam_merge(d, cores, iou=0.5, ios=0.5)) == 2
+    # Overlapping boxes from one tile were already resolved by that tile's NMS.
+    d, cores = seam_case([[90, 0, 110, 20], [92, 0, 110, 20]], [0.9, 0.8], [0, 0])
+    assert len(seam_merge(d, cores, iou=0.5, ios=0.5)) == 2
+
+
+def test_merge_dispatch():
+    d, cores = seam_case([[0, 0, 10, 10], [1, 0, 11, 10]], [0.9, 0.8], [0, 1])
+    assert len(merge(d, "nms", iou=0.5, ios=0.5)) == 1
+    assert len(merge(d, "nmm", iou=0.5, ios=0.5)) == 1
+    assert len(merge(d, "ownership", iou=0.5, ios=0.5, cores=cores)) == 2  # inside cores
+    with pytest.raises(ValueError, match="unknown merge strategy"):
+        merge(d, "vote", iou=0.5, ios=0.5)

@@ -171,3 +171,22 @@ def test_unreadable_tile_is_recorded_as_failed(tmp_path, squares_model):
     tiles = pyogrio.read_dataframe(out, layer="tiles").set_index("tile_id")
     assert tiles.loc[3, "status"] == "failed" and "read failed" in tiles.loc[3, "error"]
     assert (tiles.drop(index=3)["status"] == "done").all()
+
+
+def test_packed_rows_across_seams_stay_distinct(tmp_path, squares_model):
+    # Rows of squares 2 px apart, crossing every tile seam (tiles of 128, overlap 0.2).
+    objects = [(x, y) for y in (20, 150, 300) for x in range(3, 380, K + 2)]
+    scene = write_tif(tmp_path / "s.tif", scene_with_squares((400, 400), objects))
+    result = geodet.detect(scene, squares_model, progress=False)
+    assert_same_boxes(result, [footprint(x, y) for x, y in objects])
+
+
+def test_same_detections_with_one_or_several_workers(tmp_path, squares_model):
+    rng = np.random.default_rng(7)
+    objects = sorted({(int(x), int(y)) for x, y in rng.integers(0, 580, (80, 2)) // 16 * 16})
+    scene = write_tif(tmp_path / "s.tif", scene_with_squares((600, 600), objects))
+    one = geodet.detect(scene, squares_model, workers=1, batch_size=2, progress=False)
+    three = geodet.detect(scene, squares_model, workers=3, batch_size=3, progress=False)
+    assert three.attrs["geodet"]["workers"] == 3
+    assert one.drop(columns="geometry").equals(three.drop(columns="geometry"))
+    assert all(g.equals_exact(h, 0) for g, h in zip(one.geometry, three.geometry, strict=True))

@@ -8,8 +8,10 @@ model bundled as geodet/data/bright_squares.onnx::
 `bright_squares` is a template detector in the Ultralytics layout [B, 4 + nc, N]:
 it finds bright ``k`` x ``k`` squares. The grey level (channel mean) is averaged over
 every ``k`` x ``k`` window; a window whose mean exceeds ``threshold`` and is the
-local maximum is a detection with that mean as its score and exactly that window
-as its box. On a pixel-aligned bright square the box is exact to the pixel.
+maximum within ``k - 1`` pixels is a detection with that mean as its score and
+exactly that window as its box. On a pixel-aligned bright square the box is exact to
+the pixel; rows of squares a few pixels apart give one box per square; a square cut
+by the tile edge gives a shifted box (a fragment) when enough of it is visible.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def bright_squares(size: int = 256, k: int = 12, threshold: float = 0.5,
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["grey"], axes=[1], keepdims=1),
         helper.make_node("AveragePool", ["grey"], ["mean"], kernel_shape=[k, k]),
-        helper.make_node("MaxPool", ["mean"], ["local_max"], kernel_shape=[3, 3],
-                         pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["mean"], ["local_max"], kernel_shape=[2 * k - 1] * 2,
+                         pads=[k - 1] * 4),
         helper.make_node("Equal", ["mean", "local_max"], ["is_peak"]),
         helper.make_node("Greater", ["mean", "threshold"], ["is_bright"]),
         helper.make_node("And", ["is_peak", "is_bright"], ["keep"]),
