@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: RAY_ADDRESS if set, else a private local cluster")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    e = sub.add_parser("eval", help="score detections against ground truth",
+                       description="Precision, recall, F1 and duplicate rate per class of "
+                       "a geodet output against labelled truth (greedy matching by score), "
+                       "and recall of objects crossing tile seams vs the rest.")
+    e.add_argument("detections", help="a GeoPackage written by geodet detect")
+    e.add_argument("truth", help="vector file of true objects with a class_name column")
+    e.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5)")
+    e.add_argument("--truth-layer", help="layer of the truth file (default: the first)")
+
     m = sub.add_parser("demo", help="generate a sample scene and detect on it",
                        description="Generate a sample scene with known objects, run the "
                        "full pipeline on it with the bundled model, and score the result.")
@@ -100,6 +109,15 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from geodet.evaluate import evaluate_files, format_report
+
+    report = evaluate_files(args.detections, args.truth, iou=args.iou,
+                            truth_layer=args.truth_layer)
+    print(format_report(report))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from geodet.demo import run_demo
 
@@ -110,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="geodet: %(levelname)s: %(message)s")
     try:
-        return {"detect": _detect, "demo": _demo}[args.command](args)
+        return {"detect": _detect, "eval": _eval, "demo": _demo}[args.command](args)
     except InputError as e:
         print(f"geodet: error: {e}", file=sys.stderr)
         return e.exit_code

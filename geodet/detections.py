@@ -34,13 +34,13 @@ class Detections:
 
     @classmethod
     def build(cls, boxes, scores, class_ids, scene_id, tile_id) -> Detections:
-        """Make detections with the canonical dtypes; ids may be scalars or arrays."""
+        """Make detections with the canonical dtypes; ids and classes may be scalars."""
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         n = len(scores)
         return cls(
             boxes=np.asarray(boxes, dtype=np.float64).reshape(n, 4),
             scores=scores,
-            class_ids=np.asarray(class_ids, dtype=np.int32).reshape(-1),
+            class_ids=np.broadcast_to(np.asarray(class_ids, dtype=np.int32), (n,)).copy(),
             scene_ids=np.broadcast_to(np.asarray(scene_id, dtype=np.int32), (n,)).copy(),
             tile_ids=np.broadcast_to(np.asarray(tile_id, dtype=np.int64), (n,)).copy(),
         )

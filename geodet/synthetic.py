@@ -1,9 +1,10 @@
 """Deterministic sample scenes with known ground truth.
 
 `bright_squares_scene` writes a tiled, compressed RGB GeoTIFF (UTM zone 33N, 0.10 m
-per pixel) of textured ground with bright ``square`` x ``square`` targets, row block
-by row block, so scenes far larger than memory can be generated. The ground truth is
-returned as scene-pixel boxes and can be written as a GeoPackage.
+per pixel) of textured ground with bright ``square`` x ``square`` targets, scattered
+or packed in rows a few pixels apart, row block by row block, so scenes far larger
+than memory can be generated. The ground truth is returned as scene-pixel boxes and
+can be written as a GeoPackage.
 """
 
 from __future__ import annotations
@@ -25,15 +26,30 @@ BLOCK_ROWS = 512
 COARSE = 64  # pixels per cell of the low-frequency background texture
 
 
-def _targets(size: int, square: int, rng: np.random.Generator, spacing: int) -> np.ndarray:
-    """Boxes (N, 4) of non-touching squares on a jittered lattice."""
-    cells = np.arange(0, size - spacing + 1, spacing)
-    xs, ys = np.meshgrid(cells, cells)
-    keep = rng.random(xs.shape) < 0.5
-    jitter = rng.integers(0, spacing - square - 1, size=(2, *xs.shape))
-    x0 = (xs + jitter[0])[keep]
-    y0 = (ys + jitter[1])[keep]
-    return np.stack([x0, y0, x0 + square, y0 + square], axis=1).astype(np.float64)
+def _targets(size: int, square: int, rng: np.random.Generator) -> np.ndarray:
+    """Boxes (N, 4) of non-touching squares: bands of scattered squares, and bands of
+    packed rows (like parked cars) with gaps of 2 to 4 pixels between squares."""
+    band = 4 * square
+    boxes = []
+    for top in range(0, size - band + 1, band):
+        if rng.random() < 0.25:  # a band of packed rows
+            y = top + int(rng.integers(0, band - square - 1))
+            x = int(rng.integers(0, band))
+            while x + square <= size:
+                run = int(rng.integers(3, 15))
+                for _ in range(run):
+                    if x + square > size:
+                        break
+                    boxes.append((x, y))
+                    x += square + int(rng.integers(2, 5))
+                x += int(rng.integers(square, 6 * square))
+        else:  # scattered: at most one square in each band x band cell
+            for left in range(0, size - band + 1, band):
+                if rng.random() < 0.5:
+                    jx, jy = rng.integers(0, band - square - 1, size=2)
+                    boxes.append((left + int(jx), top + int(jy)))
+    xy = np.array(boxes, dtype=np.float64).reshape(-1, 2)
+    return np.hstack([xy, xy + square])
 
 
 def _ground(rows: slice, size: int, coarse: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -52,7 +68,7 @@ def bright_squares_scene(path: str | os.PathLike, size: int = 4096, seed: int = 
                          square: int = 12) -> np.ndarray:
     """Write the scene to ``path``; return the true boxes ``(N, 4)`` in scene pixels."""
     rng = np.random.default_rng(seed)
-    boxes = _targets(size, square, rng, spacing=4 * square)
+    boxes = _targets(size, square, rng)
     colours = rng.integers(215, 256, size=(len(boxes), 3))
     n_coarse = size // COARSE + 2
     coarse = rng.uniform(0.08, 0.32, size=(n_coarse, n_coarse))
