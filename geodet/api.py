@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from geodet import __version__, engine
 from geodet.config import DetectConfig
-from geodet.decode import DECODERS, detect_layout
 from geodet.detections import Detections
 from geodet.errors import InputError
 from geodet.georef import boxes_to_polygons
@@ -25,13 +24,11 @@ from geodet.merge import merge as merge_detections
 from geodet.model import ModelInfo, inspect_model
 from geodet.output import check_output, write_geopackage
 from geodet.raster import SceneInfo, open_scene, tiles_with_data
+from geodet.settings import resolve
 from geodet.tiling import TileSpec, plan_tiles
 from geodet.worker import RunSettings, TileOutcome
 
 log = logging.getLogger("geodet")
-
-#: Tile size for models whose input has no fixed height and width.
-DEFAULT_TILE = 640
 
 
 def _check_fit(model: ModelInfo, scenes: list[SceneInfo]) -> None:
@@ -97,9 +94,10 @@ def detect(
     out: str | os.PathLike | None = None,
     *,
     tile_size: int | None = None,
-    overlap: float = 0.2,
-    conf: float = 0.25,
-    iou: float = 0.5,
+    gsd: float | None = None,
+    overlap: float | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
     merge: str = "ownership",
     ios: float = 0.5,
     class_agnostic: bool = False,
@@ -114,8 +112,10 @@ def detect(
 ) -> gpd.GeoDataFrame:
     """Detect objects in georeferenced rasters; optionally write a GeoPackage.
 
-    Returns the detections as a GeoDataFrame in the scenes' CRS (one polygon per
-    box). ``result.attrs["geodet"]`` holds the run summary also written to the
+    ``overlap``, ``conf``, ``iou`` and ``gsd`` (ground metres per pixel the model
+    should see) left as None come from the model's metadata, else defaults. Returns
+    the detections as a GeoDataFrame in the scenes' CRS (one polygon per box).
+    ``result.attrs["geodet"]`` holds the run summary also written to the
     GeoPackage's ``geodet_runs`` table, including ``tiles_failed``. Bad input raises
     `geodet.InputError` before anything is started or written.
     """
@@ -125,25 +125,20 @@ def detect(
     cfg = DetectConfig.parse(
         scenes=[os.fspath(s) for s in scenes], model=os.fspath(model),
         out=os.fspath(out) if out is not None else None, tile_size=tile_size,
-        overlap=overlap, conf=conf, iou=iou, merge=merge, ios=ios,
+        gsd=gsd, overlap=overlap, conf=conf, iou=iou, merge=merge, ios=ios,
         class_agnostic=class_agnostic, batch_size=batch_size, workers=workers, device=device,
         bands=tuple(bands) if bands is not None else None, layout=layout,
         overwrite=overwrite, address=address, progress=progress)
 
     out_path = check_output(cfg.out, cfg.overwrite) if cfg.out else None
     info = inspect_model(cfg.model)
-    if cfg.layout is not None and cfg.layout not in DECODERS:
-        raise InputError(f"unknown layout {cfg.layout!r}: choose one of {', '.join(DECODERS)}")
-    chosen_layout = cfg.layout or detect_layout(info)
     scene_infos = [open_scene(p, cfg.bands) for p in cfg.scenes]
     _check_fit(info, scene_infos)
+    eff = resolve(cfg, info, scene_infos)
 
-    tile = (cfg.tile_size, cfg.tile_size) if cfg.tile_size else (
-        info.width or DEFAULT_TILE, info.height or DEFAULT_TILE)
-    input_size = (info.width or tile[0], info.height or tile[1])
     specs, outcomes = [], {}
     for i, scene in enumerate(scene_infos):
-        planned = plan_tiles(scene.width, scene.height, tile, cfg.overlap, scene=i)
+        planned = plan_tiles(scene.width, scene.height, eff.tiles[i], eff.overlap, scene=i)
         for spec, has_data in zip(planned, tiles_with_data(scene, planned), strict=True):
             specs.append(spec)
             if not has_data:
@@ -154,10 +149,10 @@ def detect(
     with engine.ray_cluster(cfg.address):
         n_actors, resources, dev, threads = engine.plan_actors(cfg.device, cfg.workers)
         settings = RunSettings(
-            model=info, layout=chosen_layout, scenes=tuple(scene_infos), tile=tile,
-            input_size=input_size, batch_size=cfg.batch_size, conf=cfg.conf, iou=cfg.iou,
-            own_cores=cfg.merge == "ownership", class_aware=not cfg.class_agnostic,
-            device=dev, threads=threads)
+            model=info, layout=eff.layout, scenes=tuple(scene_infos), tiles=eff.tiles,
+            input_size=eff.model_tile, batch_size=cfg.batch_size, conf=eff.conf,
+            iou=eff.iou, own_cores=cfg.merge == "ownership", mean=eff.mean, std=eff.std,
+            class_aware=not cfg.class_agnostic, device=dev, threads=threads)
         actors = engine.start_detectors(settings, n_actors, resources)
         providers = engine.providers(actors)
         if dev == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
@@ -178,7 +173,7 @@ def detect(
 
     t = time.perf_counter()
     merged = Detections.concat(parts)
-    merged = merge_detections(merged, cfg.merge, cfg.iou, cfg.ios, not cfg.class_agnostic,
+    merged = merge_detections(merged, cfg.merge, eff.iou, cfg.ios, not cfg.class_agnostic,
                    cores=_cores_of(merged, specs)).sorted()
     seconds["merge"] = time.perf_counter() - t
     result = _detection_frame(merged, scene_infos, info)
@@ -186,13 +181,16 @@ def detect(
     run = {
         "geodet_version": __version__,
         "started_utc": started.isoformat(timespec="seconds"),
-        "model": info.path, "model_sha256": info.sha256, "layout": chosen_layout,
+        "model": info.path, "model_sha256": info.sha256, "layout": eff.layout,
         "classes": json.dumps({str(k): v for k, v in info.names.items()}),
+        "settings": json.dumps(eff.sources),
         "parameters": json.dumps({
-            "tile": list(tile), "input_size": list(input_size), "overlap": cfg.overlap,
-            "conf": cfg.conf, "iou": cfg.iou, "merge": cfg.merge, "ios": cfg.ios,
-            "class_agnostic": cfg.class_agnostic, "batch_size": cfg.batch_size,
-            "device": cfg.device, "bands": [list(s.bands) for s in scene_infos]}),
+            "tiles": [list(t) for t in eff.tiles], "input_size": list(eff.model_tile),
+            "overlap": eff.overlap, "conf": eff.conf, "iou": eff.iou, "gsd": eff.gsd,
+            "merge": cfg.merge, "ios": cfg.ios, "class_agnostic": cfg.class_agnostic,
+            "batch_size": cfg.batch_size, "device": cfg.device,
+            "bands": [list(s.bands) for s in scene_infos],
+            "scene_gsd": [list(s.gsd) if s.gsd else None for s in scene_infos]}),
         "scenes": json.dumps([s.path for s in scene_infos]),
         "execution_providers": json.dumps(sorted(used or set(providers))),
         "workers": n_actors,

@@ -37,13 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("scenes", nargs="+", metavar="SCENE", help="raster path or GDAL URL")
     d.add_argument("--model", required=True, help="ONNX detector (.onnx)")
     d.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
-    d.add_argument("--tile-size", type=int, help="tile side in scene pixels "
-                   "(default: the model's input size)")
-    d.add_argument("--overlap", type=float, default=0.2,
-                   help="overlap of neighbouring tiles, fraction of the tile (default 0.2)")
-    d.add_argument("--conf", type=float, default=0.25, help="minimum score (default 0.25)")
-    d.add_argument("--iou", type=float, default=0.5,
-                   help="IoU above which overlapping boxes are duplicates (default 0.5)")
+    d.add_argument("--tile-size", type=int, help="tile side in scene pixels, resampled "
+                   "to the model's input (default: the model's input size, or the tile "
+                   "that gives the model its ground resolution)")
+    d.add_argument("--gsd", type=float, help="ground resolution the model was trained at, "
+                   "metres per pixel: tiles are resampled on the fly so the model sees it "
+                   "(default: the model's metadata, else the scene's own resolution)")
+    d.add_argument("--overlap", type=float, help="overlap of neighbouring tiles, "
+                   "fraction of the tile (default: model metadata, else 0.2)")
+    d.add_argument("--conf", type=float, help="minimum score (default: model metadata, "
+                   "else 0.25)")
+    d.add_argument("--iou", type=float, help="IoU above which overlapping boxes are "
+                   "duplicates (default: model metadata, else 0.5)")
     d.add_argument("--merge", choices=["ownership", "nms", "nmm"], default="ownership",
                    help="how duplicates across tile overlaps are resolved: ownership "
                    "(default: each tile keeps objects centred in its core, then a seam "
@@ -91,7 +96,8 @@ def _detect(args: argparse.Namespace) -> int:
     from geodet.api import detect
 
     result = detect(
-        args.scenes, args.model, args.out, tile_size=args.tile_size, overlap=args.overlap,
+        args.scenes, args.model, args.out, tile_size=args.tile_size, gsd=args.gsd,
+        overlap=args.overlap,
         conf=args.conf, iou=args.iou, merge=args.merge, ios=args.ios,
         class_agnostic=args.class_agnostic, batch_size=args.batch_size,
         workers=args.workers, device=args.device,

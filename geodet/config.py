@@ -17,10 +17,12 @@ class DetectConfig(BaseModel):
     scenes: list[str] = Field(min_length=1)
     model: str
     out: str | None = None
+    # None: the model's metadata, else the built-in default (see geodet.api.DEFAULTS).
     tile_size: int | None = Field(default=None, ge=16, le=16384)
-    overlap: float = Field(default=0.2, ge=0, lt=1)
-    conf: float = Field(default=0.25, ge=0, le=1)
-    iou: float = Field(default=0.5, gt=0, le=1)
+    gsd: float | None = Field(default=None, gt=0, le=10000)
+    overlap: float | None = Field(default=None, ge=0, lt=1)
+    conf: float | None = Field(default=None, ge=0, le=1)
+    iou: float | None = Field(default=None, gt=0, le=1)
     merge: Literal["ownership", "nms", "nmm"] = "ownership"
     ios: float = Field(default=0.5, gt=0, le=1)
     class_agnostic: bool = False

@@ -1,8 +1,8 @@
 """Decoders: raw model outputs -> boxes in model-input pixels, one per output layout.
 
-A decoder takes the list of output arrays of one batch and the confidence threshold
-and returns, for each image, ``(boxes xyxy, scores, class_ids)``. New layouts are
-added to `DECODERS` and to `detect_layout`.
+A decoder takes the output arrays of one batch, the confidence threshold and the
+model input size ``(w, h)``, and returns, for each image, ``(boxes xyxy, scores,
+class_ids)``. New layouts are added to `DECODERS` and to `detect_layout`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from geodet.errors import InputError
 from geodet.model import ModelInfo
 
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]
-Decoder = Callable[[list[np.ndarray], float], list[Decoded]]
+Decoder = Callable[[list[np.ndarray], float, tuple[int, int]], list[Decoded]]
+
+#: Above this many candidates per image, a [B, N, k] output is a dense YOLO grid
+#: rather than the fixed query set of a DETR or an end-to-end export.
+MAX_QUERIES = 1000
 
 
 def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
@@ -23,34 +27,126 @@ def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
 
 
-def decode_ultralytics(outputs: list[np.ndarray], conf: float) -> list[Decoded]:
+def _best_class(cls_scores: np.ndarray, weight: np.ndarray | None = None):
+    """Per-candidate best class and its score from ``(N, nc)`` scores."""
+    ids = cls_scores.argmax(axis=1)
+    scores = cls_scores[np.arange(len(ids)), ids]
+    return ids, scores if weight is None else scores * weight
+
+
+def _select(boxes, scores, ids, conf) -> Decoded:
+    keep = scores >= conf
+    return (boxes[keep].astype(np.float64), scores[keep].astype(np.float32),
+            ids[keep].astype(np.int64))
+
+
+def decode_ultralytics(outputs, conf, size) -> list[Decoded]:
     """Ultralytics YOLOv5u/v8/YOLO11 ``[B, 4 + nc, N]``: cx, cy, w, h, class scores."""
-    out = outputs[0]
     result = []
-    for pred in out:  # (4 + nc, N)
-        cls_scores = pred[4:]
-        class_ids = cls_scores.argmax(axis=0)
-        scores = cls_scores[class_ids, np.arange(pred.shape[1])]
-        keep = scores >= conf
-        boxes = cxcywh_to_xyxy(pred[:4, keep].T.astype(np.float64))
-        result.append((boxes, scores[keep].astype(np.float32), class_ids[keep]))
+    for pred in outputs[0]:
+        p = pred.T  # (N, 4 + nc)
+        ids, scores = _best_class(p[:, 4:])
+        result.append(_select(cxcywh_to_xyxy(p[:, :4]), scores, ids, conf))
     return result
 
 
-DECODERS: dict[str, Decoder] = {"ultralytics": decode_ultralytics}
+def decode_yolov5(outputs, conf, size) -> list[Decoded]:
+    """Original YOLOv5/v7 ``[B, N, 5 + nc]``: cx, cy, w, h, objectness, class
+    probabilities; score = objectness x class probability."""
+    result = []
+    for p in outputs[0]:
+        ids, scores = _best_class(p[:, 5:], weight=p[:, 4])
+        result.append(_select(cxcywh_to_xyxy(p[:, :4]), scores, ids, conf))
+    return result
 
 
-def detect_layout(model: ModelInfo) -> str:
-    """The output layout of a model, from its output shapes and class names."""
+def decode_end2end(outputs, conf, size) -> list[Decoded]:
+    """End-to-end exports with NMS inside ``[B, N, 6]``: x1, y1, x2, y2, score, class."""
+    return [_select(p[:, :4], p[:, 4], p[:, 5].round().astype(np.int64), conf)
+            for p in outputs[0]]
+
+
+def decode_detr(outputs, conf, size) -> list[Decoded]:
+    """RT-DETR / DETR style ``[B, N, 4 + nc]``: cx, cy, w, h normalised to 0..1,
+    class scores."""
+    scale = np.array([size[0], size[1], size[0], size[1]], dtype=np.float64)
+    result = []
+    for p in outputs[0]:
+        ids, scores = _best_class(p[:, 4:])
+        result.append(_select(cxcywh_to_xyxy(p[:, :4]) * scale, scores, ids, conf))
+    return result
+
+
+def decode_boxes_scores_labels(outputs, conf, size) -> list[Decoded]:
+    """Three outputs (torchvision-style): boxes ``[B, N, 4]`` x1 y1 x2 y2 in pixels,
+    scores ``[B, N]``, labels ``[B, N]``, in the order `split_outputs` finds them."""
+    boxes, scores, labels = split_outputs([o.shape for o in outputs], outputs)
+    return [_select(b, s, lab.astype(np.int64), conf)
+            for b, s, lab in zip(boxes, scores, labels, strict=True)]
+
+
+def split_outputs(shapes, outputs=None):
+    """The (boxes, scores, labels) outputs of a three-output model, told apart by
+    shape (boxes end in 4) and type (labels are integers, or the last output)."""
+    idx = list(range(len(shapes)))
+    box = [i for i in idx if len(shapes[i]) == 3 and shapes[i][2] == 4]
+    rest = [i for i in idx if len(shapes[i]) == 2]
+    if len(box) != 1 or len(rest) != 2:
+        raise ValueError("not a boxes/scores/labels model")
+    if outputs is not None:
+        ints = [i for i in rest if np.issubdtype(outputs[i].dtype, np.integer)]
+        if len(ints) == 1:
+            rest = [i for i in rest if i not in ints] + ints
+    picked = [box[0], *rest]
+    return [outputs[i] for i in picked] if outputs is not None else picked
+
+
+DECODERS: dict[str, Decoder] = {
+    "ultralytics": decode_ultralytics,
+    "yolov5": decode_yolov5,
+    "end2end": decode_end2end,
+    "detr": decode_detr,
+    "boxes_scores_labels": decode_boxes_scores_labels,
+}
+
+#: ``det_type`` values of the GeoDeep and Deepness metadata dialects.
+DET_TYPES = {
+    "yolo_v8": "ultralytics", "yolo_v9": "ultralytics", "yolo_ultralytics": "ultralytics",
+    "yolo_v5_or_v7_default": "yolov5", "yolo_v5": "yolov5", "yolo_v7": "yolov5",
+    "yolo_v6": "ultralytics",
+}
+
+
+def detect_layout(model: ModelInfo) -> tuple[str, str]:
+    """The output layout of a model and how it was told (``metadata det_type`` or
+    ``output shape``), from its metadata, output shapes and class count."""
+    det_type = model.metadata.get("det_type", "").strip().strip('"').lower()
+    if det_type in DET_TYPES:
+        return DET_TYPES[det_type], "metadata det_type"
     shapes = model.output_shapes
+    nc = len(model.names)
+    if len(shapes) == 3:
+        try:
+            split_outputs(shapes)
+            return "boxes_scores_labels", "output shapes"
+        except ValueError:
+            pass
     if len(shapes) == 1 and len(shapes[0]) == 3:
-        _, channels, anchors = shapes[0]
-        n_classes = len(model.names)
-        if channels is not None and (
-            (n_classes and channels == 4 + n_classes)
-            or (not n_classes and channels > 4 and (anchors is None or channels < anchors))
-        ):
-            return "ultralytics"
+        _, a, b = shapes[0]
+        queries = a is not None and a <= MAX_QUERIES
+        if b == 6 and queries:
+            return "end2end", "output shape"
+        if nc:
+            if a == 4 + nc and b not in (4 + nc, 5 + nc):
+                return "ultralytics", "output shape"
+            if b == 5 + nc:
+                return "yolov5", "output shape"
+            if b == 4 + nc:
+                return "detr", "output shape"
+        elif a is not None and a > 4 and (b is None or a < b):
+            return "ultralytics", "output shape"
+        elif b is not None and b > 5 and (a is None or b < a):
+            return ("detr" if queries else "yolov5"), "output shape"
     raise InputError(
         f"model {model.path} has outputs {[list(s) for s in shapes]}, a layout geodet "
         f"does not recognise; supported layouts: {', '.join(DECODERS)} "

@@ -29,6 +29,9 @@ class ModelInfo:
     output_shapes: tuple[tuple[int | None, ...], ...]
     names: dict[int, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    channels_last: bool = False  # NHWC input
+    #: Settings the model declares: name -> (value, metadata key it came from).
+    declared: dict[str, tuple[object, str]] = field(default_factory=dict)
 
     def class_name(self, class_id: int) -> str:
         return self.names.get(class_id, str(class_id))
@@ -38,15 +41,19 @@ def _dim(d) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
 
-def parse_names(raw: str) -> dict[int, str]:
-    """Class names from metadata: a JSON or Python-literal dict (int or str keys) or list."""
-    value = None
+def parse_value(raw: str):
+    """A metadata value: JSON, else a Python literal, else the string itself."""
     for parse in (json.loads, ast.literal_eval):
         try:
-            value = parse(raw)
-            break
-        except (ValueError, SyntaxError):
+            return parse(raw)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             continue
+    return raw
+
+
+def parse_names(raw: str) -> dict[int, str]:
+    """Class names from metadata: a JSON or Python-literal dict (int or str keys) or list."""
+    value = parse_value(raw)
     if isinstance(value, list):
         return {i: str(v) for i, v in enumerate(value)}
     if isinstance(value, dict):
@@ -55,6 +62,48 @@ def parse_names(raw: str) -> dict[int, str]:
         except ValueError:
             return {}
     return {}
+
+
+def _number(raw: str) -> float | None:
+    value = parse_value(raw)
+    if isinstance(value, str):
+        value = parse_value(value)  # doubly encoded: "\"0.3\""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(raw: str) -> tuple[float, ...] | None:
+    value = parse_value(raw)
+    if isinstance(value, (int, float)):
+        value = [value]
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+
+
+def declared_settings(meta: dict[str, str]) -> dict[str, tuple[object, str]]:
+    """Settings from the Ultralytics, GeoDeep and Deepness metadata dialects, each
+    with the key it came from. Unparseable values are ignored."""
+    found: dict[str, tuple[object, str]] = {}
+
+    def put(name, key, convert):
+        if name not in found and key in meta:
+            value = convert(meta[key])
+            if value is not None:
+                found[name] = (value, key)
+
+    put("conf", "det_conf", _number)
+    put("iou", "det_iou_thresh", _number)
+    put("gsd", "resolution", lambda r: (v / 100 if (v := _number(r)) else None))  # cm/px
+    put("overlap", "tiles_overlap", lambda r: (v / 100 if (v := _number(r)) else None))
+    for key in ("tile_size", "tiles_size"):
+        put("tile_size", key, lambda r: (int(v) if (v := _number(r)) else None))
+    put("mean", "standardization_mean", _floats)
+    put("std", "standardization_std", _floats)
+    return found
 
 
 def sha256_of(path: str) -> str:
@@ -90,17 +139,20 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     inp = inputs[0]
     if inp.type not in _ORT_DTYPES:
         raise InputError(f"model {path} takes {inp.type} input; geodet feeds float or uint8")
-    channels = _dim(inp.shape[1])
+    dims = [_dim(d) for d in inp.shape]
+    channels_last = dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4)
+    channels, height, width = (dims[3], dims[1], dims[2]) if channels_last else dims[1:]
     if channels is None:
         raise InputError(f"model {path} has no fixed channel count in its input {inp.shape}")
     meta = dict(session.get_modelmeta().custom_metadata_map)
+    names_key = next((k for k in ("names", "class_names") if k in meta), None)
     return ModelInfo(
         path=path, sha256=sha256_of(path), input_name=inp.name,
-        input_dtype=_ORT_DTYPES[inp.type], batch=_dim(inp.shape[0]), channels=channels,
-        height=_dim(inp.shape[2]), width=_dim(inp.shape[3]),
+        input_dtype=_ORT_DTYPES[inp.type], batch=dims[0], channels=channels,
+        height=height, width=width,
         output_shapes=tuple(tuple(_dim(d) for d in o.shape) for o in session.get_outputs()),
-        names=parse_names(meta["names"]) if "names" in meta else {},
-        metadata=meta,
+        names=parse_names(meta[names_key]) if names_key else {},
+        metadata=meta, channels_last=channels_last, declared=declared_settings(meta),
     )
 
 

@@ -37,6 +37,7 @@ class SceneInfo:
     crs_wkt: str
     transform: tuple[float, float, float, float, float, float]  # Affine a, b, c, d, e, f
     has_mask: bool  # nodata, alpha or an internal mask: some pixels may be invalid
+    gsd: tuple[float, float] | None = None  # ground metres per pixel (x, y), if known
 
     @property
     def affine(self) -> Affine:
@@ -99,7 +100,27 @@ def open_scene(path: str | os.PathLike, bands: tuple[int, ...] | None = None) ->
             path=path, width=ds.width, height=ds.height, bands=chosen,
             dtype=ds.dtypes[chosen[0] - 1] if chosen else ds.dtypes[0],
             crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6], has_mask=has_mask,
+            gsd=ground_resolution(ds.crs, ds.transform, ds.height),
         )
+
+
+#: Metres per degree of latitude, and of longitude at the equator (WGS 84, mean).
+M_PER_DEG_LAT, M_PER_DEG_LON = 110_574.0, 111_320.0
+
+
+def ground_resolution(crs, transform: Affine, height: int) -> tuple[float, float] | None:
+    """Ground metres per pixel along x and y; for geographic CRSs, at the latitude of
+    the scene's centre. None when the CRS's units are unknown."""
+    px_x = math.hypot(transform.a, transform.d)
+    px_y = math.hypot(transform.b, transform.e)
+    if crs.is_geographic:
+        lat = transform.f + transform.e * height / 2
+        return (px_x * M_PER_DEG_LON * math.cos(math.radians(lat)), px_y * M_PER_DEG_LAT)
+    try:
+        unit = crs.linear_units_factor[1]
+    except Exception:  # a CRS without linear units
+        return None
+    return (px_x * unit, px_y * unit)
 
 
 def tiles_with_data(scene: SceneInfo, specs: list[TileSpec]) -> list[bool]:

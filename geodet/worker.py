@@ -30,12 +30,14 @@ class RunSettings:
     model: ModelInfo
     layout: str
     scenes: tuple[SceneInfo, ...]
-    tile: tuple[int, int]  # nominal tile (w, h) in source pixels
+    tiles: tuple[tuple[int, int], ...]  # nominal tile (w, h) in source pixels, per scene
     input_size: tuple[int, int]  # (w, h) fed to the model
     batch_size: int
     conf: float
     iou: float
     own_cores: bool  # keep only detections centred in the tile's core (ownership merge)
+    mean: tuple[float, ...] | None  # standardisation after scaling to 0..1
+    std: tuple[float, ...] | None
     class_aware: bool
     device: str  # "cpu" or "cuda"
     threads: int
@@ -80,7 +82,8 @@ class TileDetector:
         arrays, scales, errors = [], [], []
         for spec in specs:
             try:
-                arr, scale = self.reader.read(spec, self.s.input_size, self.s.tile)
+                arr, scale = self.reader.read(spec, self.s.input_size,
+                                              self.s.tiles[spec.scene])
                 arrays.append(arr)
                 scales.append(scale)
                 errors.append("")
@@ -91,12 +94,14 @@ class TileDetector:
         return arrays, scales, errors, time.perf_counter() - t
 
     def _infer(self, arrays: list[np.ndarray]) -> list:
-        x = to_model_input(np.stack(arrays), self.s.model.input_dtype)
+        m = self.s.model
+        x = to_model_input(np.stack(arrays), m.input_dtype, m.channels_last,
+                           self.s.mean, self.s.std)
         n = len(x)
         if self.s.model.batch and n < self.s.model.batch:  # fixed batch: pad it
             x = np.concatenate([x, np.zeros((self.s.model.batch - n, *x.shape[1:]), x.dtype)])
         outputs = self.session.run(None, {self.s.model.input_name: x})
-        return self.decode(outputs, self.s.conf)[:n]
+        return self.decode(outputs, self.s.conf, self.s.input_size)[:n]
 
     def _to_scene(self, spec: TileSpec, scale, decoded) -> Detections:
         """Model-input boxes -> scene pixels, clipped to the window, NMS, core filter."""

@@ -15,7 +15,7 @@ def test_decode_ultralytics_layout():
     out[0, :, 1] = [10, 10, 4, 4, 0.1, 0.2]  # below conf
     out[0, :, 2] = [5, 6, 2, 2, 0.3, 0.8]
     out[1, :, 0] = [1, 1, 2, 2, 0.0, 0.5]
-    [(b0, s0, c0), (b1, _s1, c1)] = decode_ultralytics([out], conf=0.25)
+    [(b0, s0, c0), (b1, _s1, c1)] = decode_ultralytics([out], 0.25, (64, 64))
     np.testing.assert_allclose(b0, [[45, 30, 55, 50], [4, 5, 6, 7]])
     np.testing.assert_allclose(s0, [0.9, 0.8])
     assert c0.tolist() == [0, 1]
@@ -41,14 +41,14 @@ def test_inspect_model(tmp_path):
     assert info.names == {0: "a", 1: "b"}
     assert info.output_shapes == ((1, 6, 53 * 53),)
     assert len(info.sha256) == 64
-    assert detect_layout(info) == "ultralytics"
+    assert detect_layout(info) == ("ultralytics", "output shape")
 
 
 def test_unknown_layout_says_what_is_supported(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(bright_squares(size=64), path)
     info = inspect_model(path)
-    weird = info.__class__(**{**info.__dict__, "output_shapes": ((None, 100, 6),)})
+    weird = info.__class__(**{**info.__dict__, "output_shapes": ((None, 100, 3),)})
     with pytest.raises(InputError, match=r"supported layouts: ultralytics.*--layout"):
         detect_layout(weird)
 

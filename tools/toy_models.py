@@ -85,3 +85,48 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def constant_outputs(outputs: dict[str, np.ndarray], size: int = 64, channels: int = 3,
+                     names: dict[int, str] | None = None,
+                     metadata: dict[str, str] | None = None,
+                     input_type: int = TensorProto.FLOAT,
+                     channels_last: bool = False) -> onnx.ModelProto:
+    """A model that ignores its image and returns the given arrays (each without the
+    batch axis, repeated for every image): exact, known outputs for any layout.
+    Integer arrays come out as int64."""
+    image_shape = ["batch", size, size, channels] if channels_last else \
+        ["batch", channels, size, size]
+    nodes = [helper.make_node("Cast", ["images"], ["image_f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["image_f"], ["total"], axes=[1, 2, 3],
+                              keepdims=1),
+             helper.make_node("Mul", ["total", "zero"], ["nothing"])]  # (B,1,1,1)
+    init = [numpy_helper.from_array(np.array([0.0], np.float32), "zero")]
+    graph_outputs = []
+    for name, value in outputs.items():
+        rank = value.ndim + 1
+        shape = np.array([-1] + [1] * (rank - 1), np.int64)
+        init += [numpy_helper.from_array(value[None].astype(np.float32), f"{name}_value"),
+                 numpy_helper.from_array(shape, f"{name}_shape")]
+        nodes += [helper.make_node("Reshape", ["nothing", f"{name}_shape"], [f"{name}_b"]),
+                  helper.make_node("Add", [f"{name}_value", f"{name}_b"],
+                                   [name if value.dtype.kind == "f" else f"{name}_f"])]
+        out_type = TensorProto.FLOAT
+        if value.dtype.kind != "f":
+            nodes.append(helper.make_node("Cast", [f"{name}_f"], [name], to=TensorProto.INT64))
+            out_type = TensorProto.INT64
+        graph_outputs.append(helper.make_tensor_value_info(
+            name, out_type, ["batch", *value.shape]))
+    graph = helper.make_graph(
+        nodes, "constant_outputs",
+        [helper.make_tensor_value_info("images", input_type, image_shape)],
+        graph_outputs, init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = {"names": json.dumps({str(i): v for i, v in (names or {}).items()})} if names \
+        else {}
+    meta.update(metadata or {})
+    if meta:
+        helper.set_model_props(model, meta)
+    onnx.checker.check_model(model)
+    return model
