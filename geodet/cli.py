@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: RAY_ADDRESS if set, else a private local cluster")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    i = sub.add_parser("model-info", help="show what geodet reads from a model",
+                       description="Inputs, outputs, detected layout, classes, ground "
+                       "resolution and thresholds of an ONNX model, and where each came "
+                       "from.")
+    i.add_argument("model", help="ONNX model (.onnx)")
+
     e = sub.add_parser("eval", help="score detections against ground truth",
                        description="Precision, recall, F1 and duplicate rate per class of "
                        "a geodet output against labelled truth (greedy matching by score), "
@@ -115,6 +121,18 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_info(args: argparse.Namespace) -> int:
+    from geodet.decode import detect_layout
+    from geodet.model import describe, inspect_model
+
+    info = inspect_model(args.model)
+    try:
+        print(describe(info, detect_layout(info)))
+    except InputError as e:
+        print(describe(info, None, f"unknown: {e}"))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from geodet.evaluate import evaluate_files, format_report
 
@@ -134,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="geodet: %(levelname)s: %(message)s")
     try:
-        return {"detect": _detect, "eval": _eval, "demo": _demo}[args.command](args)
+        commands = {"detect": _detect, "model-info": _model_info, "eval": _eval,
+                    "demo": _demo}
+        return commands[args.command](args)
     except InputError as e:
         print(f"geodet: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -172,3 +172,29 @@ def create_session(path: str, device: str, threads: int):
         providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(path, sess_options=options, providers=providers)
     return session, session.get_providers()[0]
+
+
+def describe(info: ModelInfo, layout: tuple[str, str] | None, layout_error: str = "") -> str:
+    """A human-readable summary of a model, each value with where it came from."""
+    dims = ["batch" if info.batch is None else str(info.batch), str(info.channels),
+            str(info.height or "dynamic"), str(info.width or "dynamic")]
+    lines = [
+        f"model      {info.path}",
+        f"sha256     {info.sha256}",
+        f"input      {info.input_name} [{', '.join(dims)}] {info.input_dtype} "
+        f"({'NHWC' if info.channels_last else 'NCHW'})",
+        f"outputs    {', '.join(str(list(s)) for s in info.output_shapes)}",
+        f"layout     {layout[0]} (from {layout[1]})" if layout else f"layout     {layout_error}",
+    ]
+    names = ", ".join(f"{k}: {v}" for k, v in sorted(info.names.items())) or "none declared"
+    lines.append(f"classes    {names}")
+    for name in ("gsd", "tile_size", "overlap", "conf", "iou", "mean", "std"):
+        if name in info.declared:
+            value, key = info.declared[name]
+            unit = " m/px" if name == "gsd" else ""
+            lines.append(f"{name:<10} {value}{unit} (metadata {key})")
+    other = sorted(set(info.metadata) - {k for _, k in info.declared.values()}
+                   - {"names", "class_names"})
+    if other:
+        lines.append(f"metadata   {', '.join(other)}")
+    return "\n".join(lines)

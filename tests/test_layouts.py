@@ -113,3 +113,21 @@ def test_geodeep_dialect_nhwc_float16(tmp_path, scene):
     assert len(lower) == 3
     assert json.loads(lower.attrs["geodet"]["settings"])["conf"]["source"] == "command line"
     assert DEFAULTS["conf"] == 0.25
+
+
+def test_model_info(tmp_path, capsys):
+    from geodet.cli import main
+
+    path = tmp_path / "m.onnx"
+    meta = {"det_type": '"YOLO_v8"', "resolution": "10", "det_conf": "0.4", "extra": "x"}
+    onnx.save(constant_outputs(LAYOUTS["ultralytics"], names=NAMES, metadata=meta), path)
+    assert main(["model-info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "layout     ultralytics (from metadata det_type)" in out
+    assert "gsd        0.1 m/px (metadata resolution)" in out
+    assert "conf       0.4 (metadata det_conf)" in out
+    assert "0: car, 1: truck, 2: bus" in out and "extra" in out
+    odd = tmp_path / "odd.onnx"
+    onnx.save(constant_outputs({"output0": np.zeros((4, 3))}), odd)
+    assert main(["model-info", str(odd)]) == 0
+    assert "unknown:" in capsys.readouterr().out
