@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import ray
 
+from geodet.detections import Detections
 from geodet.errors import GeodetError, InputError
 from geodet.tiling import TileSpec
-from geodet.worker import ChunkResult, Detections, RunSettings, TileDetector, TileOutcome
+from geodet.worker import ChunkResult, RunSettings, TileDetector, TileOutcome
 
 #: The loopback address the embedded local cluster binds to. Ray rewrites 127.0.0.1
 #: to the machine's external address, but keeps other loopback addresses as given.
