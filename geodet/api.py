@@ -153,8 +153,7 @@ def detect(
             input_size=eff.model_tile, batch_size=cfg.batch_size, conf=eff.conf,
             iou=eff.iou, own_cores=cfg.merge == "ownership", mean=eff.mean, std=eff.std,
             class_aware=not cfg.class_agnostic, device=dev, threads=threads)
-        actors = engine.start_detectors(settings, n_actors, resources)
-        providers = engine.providers(actors)
+        actors, providers = engine.start_detectors(settings, n_actors, resources)
         if dev == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
             log.warning("GPU requested but ONNX Runtime runs on %s: check that "
                         "onnxruntime-gpu and its CUDA libraries are installed", providers)
@@ -174,7 +173,7 @@ def detect(
     t = time.perf_counter()
     merged = Detections.concat(parts)
     merged = merge_detections(merged, cfg.merge, eff.iou, cfg.ios, not cfg.class_agnostic,
-                   cores=_cores_of(merged, specs)).sorted()
+                              cores=_cores_of(merged, specs)).sorted()
     seconds["merge"] = time.perf_counter() - t
     result = _detection_frame(merged, scene_infos, info)
     statuses = [o.status for o in outcomes.values()]
@@ -198,6 +197,7 @@ def detect(
         "tiles_empty": statuses.count("empty"), "tiles_failed": statuses.count("failed"),
         "detections": len(result),
     }
+
     def stamp() -> None:
         run.update(seconds_total=round(time.perf_counter() - t0, 3),
                    finished_utc=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -206,8 +206,7 @@ def detect(
     if out_path is not None:
         t = time.perf_counter()
         tiles = _tile_frame(scene_infos, specs, outcomes)
-        names = sorted({info.class_name(c) for c in range(len(info.names))} |
-                       set(result["class_name"]))
+        names = sorted(set(info.names.values()) | set(result["class_name"]))
         stamp()
         write_geopackage(out_path, result, tiles, run, names)
         seconds["write"] = time.perf_counter() - t

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import ray
 
 from geodet.detections import Detections
-from geodet.errors import GeodetError, InputError
+from geodet.errors import GeodetError, InputError, one_line
 from geodet.tiling import TileSpec
 from geodet.worker import ChunkResult, RunSettings, TileDetector, TileOutcome
 
@@ -81,19 +81,15 @@ def plan_actors(device: str, workers: int | None = None) -> tuple[int, dict, str
     return max(1, cpus // threads), {"num_cpus": threads}, "cpu", threads
 
 
-def start_detectors(settings: RunSettings, n: int, resources: dict) -> list:
+def start_detectors(settings: RunSettings, n: int, resources: dict) -> tuple[list, list[str]]:
+    """Start ``n`` detector actors; return them and the execution provider each runs."""
     remote = ray.remote(TileDetector).options(
         max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES, **resources)
     actors = [remote.remote(settings) for _ in range(n)]
     try:
-        ray.get([a.provider_name.remote() for a in actors])
+        return actors, ray.get([a.provider_name.remote() for a in actors])
     except ray.exceptions.RayActorError as e:
         raise GeodetError(f"the detector workers could not start: {e}") from None
-    return actors
-
-
-def providers(actors: list) -> list[str]:
-    return ray.get([a.provider_name.remote() for a in actors])
 
 
 def run_tiles(actors: list, specs: list[TileSpec], chunk: int) -> Iterator[ChunkResult]:
@@ -116,7 +112,7 @@ def run_tiles(actors: list, specs: list[TileSpec], chunk: int) -> Iterator[Chunk
         try:
             result = ray.get(ref)
         except ray.exceptions.RayError as e:  # retries exhausted: record, don't stop
-            reason = f"worker failed: {type(e).__name__}: {e}".splitlines()[0][:500]
+            reason = one_line("worker failed", e)
             result = ChunkResult(
                 Detections.empty(),
                 [TileOutcome(s.scene, s.tile_id, "failed", 0, reason) for s in part], "")

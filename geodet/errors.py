@@ -8,6 +8,11 @@ says what is wrong and what to do; the CLI prints it and exits with code 2.
 from __future__ import annotations
 
 
+def one_line(what: str, error: BaseException, limit: int = 500) -> str:
+    """``"<what>: <Type>: <first line of the message>"``, for tile failure reasons."""
+    return f"{what}: {type(error).__name__}: {error}".splitlines()[0][:limit]
+
+
 class GeodetError(Exception):
     """Base class of geodet's own errors."""
 

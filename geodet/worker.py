@@ -16,6 +16,7 @@ import numpy as np
 
 from geodet.decode import DECODERS
 from geodet.detections import Detections
+from geodet.errors import one_line
 from geodet.merge import nms
 from geodet.model import ModelInfo, create_session
 from geodet.preprocess import to_model_input
@@ -69,8 +70,7 @@ class TileDetector:
             settings.model.path, settings.device, settings.threads)
         self.reader = TileReader(list(settings.scenes))
         self.decode = DECODERS[settings.layout]
-        fixed = settings.model.batch
-        self.batch = fixed or settings.batch_size
+        self.batch = settings.model.batch or settings.batch_size
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geodet-read")
 
     def provider_name(self) -> str:
@@ -90,7 +90,7 @@ class TileDetector:
             except Exception as e:  # a corrupt block must not sink the other tiles
                 arrays.append(None)
                 scales.append(None)
-                errors.append(f"read failed: {type(e).__name__}: {e}".splitlines()[0])
+                errors.append(one_line("read failed", e))
         return arrays, scales, errors, time.perf_counter() - t
 
     def _infer(self, arrays: list[np.ndarray]) -> list:
@@ -98,9 +98,9 @@ class TileDetector:
         x = to_model_input(np.stack(arrays), m.input_dtype, m.channels_last,
                            self.s.mean, self.s.std)
         n = len(x)
-        if self.s.model.batch and n < self.s.model.batch:  # fixed batch: pad it
-            x = np.concatenate([x, np.zeros((self.s.model.batch - n, *x.shape[1:]), x.dtype)])
-        outputs = self.session.run(None, {self.s.model.input_name: x})
+        if m.batch and n < m.batch:  # fixed batch: pad it
+            x = np.concatenate([x, np.zeros((m.batch - n, *x.shape[1:]), x.dtype)])
+        outputs = self.session.run(None, {m.input_name: x})
         return self.decode(outputs, self.s.conf, self.s.input_size)[:n]
 
     def _to_scene(self, spec: TileSpec, scale, decoded) -> Detections:
@@ -131,7 +131,7 @@ class TileDetector:
             try:
                 decoded = self._infer([arrays[i] for i in ok]) if ok else []
             except Exception as e:
-                msg = f"inference failed: {type(e).__name__}: {e}".splitlines()[0]
+                msg = one_line("inference failed", e)
                 errors = [err or msg for err in errors]
                 ok, decoded = [], []
             seconds["infer"] += time.perf_counter() - t
