@@ -77,7 +77,7 @@ def _detection_frame(dets: Detections, scenes: list[SceneInfo],
     for i, scene in enumerate(scenes):
         sel = dets.scene_ids == i
         if sel.any():
-            geoms[sel] = boxes_to_polygons(dets.boxes[sel], scene.affine)
+            geoms[sel] = boxes_to_polygons(dets.boxes[sel], scene.affine, dets.angles[sel])
     frame = pd.DataFrame({
         "class_id": dets.class_ids.astype(np.int32),
         "class_name": [model.class_name(int(c)) for c in dets.class_ids],

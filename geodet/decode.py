@@ -2,7 +2,9 @@
 
 A decoder takes the output arrays of one batch, the confidence threshold and the
 model input size ``(w, h)``, and returns, for each image, ``(boxes xyxy, scores,
-class_ids)``. New layouts are added to `DECODERS` and to `detect_layout`.
+class_ids, angles)``; oriented boxes are the xyxy box turned by ``angles`` (radians)
+about its centre, and angles are 0 for every other layout. New layouts are added to
+`DECODERS` and to `detect_layout`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 from geodet.errors import InputError
 from geodet.model import ModelInfo
 
-Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]
+Decoded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 Decoder = Callable[[list[np.ndarray], float, tuple[int, int]], list[Decoded]]
 
 #: Above this many candidates per image, a [B, N, k] output is a dense YOLO grid
@@ -34,10 +36,11 @@ def _best_class(cls_scores: np.ndarray, weight: np.ndarray | None = None):
     return ids, scores if weight is None else scores * weight
 
 
-def _select(boxes, scores, ids, conf) -> Decoded:
+def _select(boxes, scores, ids, conf, angles=None) -> Decoded:
     keep = scores >= conf
+    angles = np.zeros(len(scores)) if angles is None else angles
     return (boxes[keep].astype(np.float64), scores[keep].astype(np.float32),
-            ids[keep].astype(np.int64))
+            ids[keep].astype(np.int64), angles[keep].astype(np.float64))
 
 
 def decode_ultralytics(outputs, conf, size) -> list[Decoded]:
@@ -47,6 +50,17 @@ def decode_ultralytics(outputs, conf, size) -> list[Decoded]:
         p = pred.T  # (N, 4 + nc)
         ids, scores = _best_class(p[:, 4:])
         result.append(_select(cxcywh_to_xyxy(p[:, :4]), scores, ids, conf))
+    return result
+
+
+def decode_obb(outputs, conf, size) -> list[Decoded]:
+    """Ultralytics OBB ``[B, 4 + nc + 1, N]``: cx, cy, w, h, class scores, angle
+    (radians)."""
+    result = []
+    for pred in outputs[0]:
+        p = pred.T
+        ids, scores = _best_class(p[:, 4:-1])
+        result.append(_select(cxcywh_to_xyxy(p[:, :4]), scores, ids, conf, p[:, -1]))
     return result
 
 
@@ -62,8 +76,7 @@ def decode_yolov5(outputs, conf, size) -> list[Decoded]:
 
 def decode_end2end(outputs, conf, size) -> list[Decoded]:
     """End-to-end exports with NMS inside ``[B, N, 6]``: x1, y1, x2, y2, score, class."""
-    return [_select(p[:, :4], p[:, 4], p[:, 5].round().astype(np.int64), conf)
-            for p in outputs[0]]
+    return [_select(p[:, :4], p[:, 4], p[:, 5].round(), conf) for p in outputs[0]]
 
 
 def decode_detr(outputs, conf, size) -> list[Decoded]:
@@ -81,8 +94,7 @@ def decode_boxes_scores_labels(outputs, conf, size) -> list[Decoded]:
     """Three outputs (torchvision-style): boxes ``[B, N, 4]`` x1 y1 x2 y2 in pixels,
     scores ``[B, N]``, labels ``[B, N]``, in the order `split_outputs` finds them."""
     boxes, scores, labels = split_outputs([o.shape for o in outputs], outputs)
-    return [_select(b, s, lab.astype(np.int64), conf)
-            for b, s, lab in zip(boxes, scores, labels, strict=True)]
+    return [_select(b, s, lab, conf) for b, s, lab in zip(boxes, scores, labels, strict=True)]
 
 
 def split_outputs(shapes, outputs=None):
@@ -103,6 +115,7 @@ def split_outputs(shapes, outputs=None):
 
 DECODERS: dict[str, Decoder] = {
     "ultralytics": decode_ultralytics,
+    "obb": decode_obb,
     "yolov5": decode_yolov5,
     "end2end": decode_end2end,
     "detr": decode_detr,
@@ -113,7 +126,7 @@ DECODERS: dict[str, Decoder] = {
 DET_TYPES = {
     "yolo_v8": "ultralytics", "yolo_v9": "ultralytics", "yolo_ultralytics": "ultralytics",
     "yolo_v5_or_v7_default": "yolov5", "yolo_v5": "yolov5", "yolo_v7": "yolov5",
-    "yolo_v6": "ultralytics",
+    "yolo_v6": "ultralytics", "yolo_ultralytics_obb": "obb",
 }
 
 
@@ -125,6 +138,8 @@ def detect_layout(model: ModelInfo) -> tuple[str, str]:
         return DET_TYPES[det_type], "metadata det_type"
     shapes = model.output_shapes
     nc = len(model.names)
+    if model.metadata.get("task", "").strip('"').lower() == "obb":
+        return "obb", "metadata task"
     if len(shapes) == 3:
         try:
             split_outputs(shapes)
@@ -139,6 +154,8 @@ def detect_layout(model: ModelInfo) -> tuple[str, str]:
         if nc:
             if a == 4 + nc and b not in (4 + nc, 5 + nc):
                 return "ultralytics", "output shape"
+            if a == 5 + nc and b is not None and b > MAX_QUERIES:
+                return "obb", "output shape"
             if b == 5 + nc:
                 return "yolov5", "output shape"
             if b == 4 + nc:

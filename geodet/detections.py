@@ -7,7 +7,7 @@ merging happens in the raster's own grid and georeferencing happens once, at the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -19,30 +19,36 @@ class Detections:
     class_ids: np.ndarray  # (N,) int32
     scene_ids: np.ndarray  # (N,) int32, index into the run's scene list
     tile_ids: np.ndarray  # (N,) int64, tile that produced the detection
+    #: (N,) float64 radians: oriented boxes are ``boxes`` turned about their centre
+    #: (clockwise on the image, as Ultralytics OBB); 0 for axis-aligned boxes.
+    angles: np.ndarray
 
     def __post_init__(self) -> None:
         n = len(self.scores)
         if self.boxes.shape != (n, 4):
             raise ValueError(f"boxes must be ({n}, 4), got {self.boxes.shape}")
-        for name in ("class_ids", "scene_ids", "tile_ids"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} must have {n} entries")
+        for f in fields(self)[2:]:
+            if len(getattr(self, f.name)) != n:
+                raise ValueError(f"{f.name} must have {n} entries")
 
     @classmethod
     def empty(cls) -> Detections:
         return cls.build(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0, 0)
 
     @classmethod
-    def build(cls, boxes, scores, class_ids, scene_id, tile_id) -> Detections:
-        """Make detections with the canonical dtypes; ids and classes may be scalars."""
+    def build(cls, boxes, scores, class_ids, scene_id, tile_id, angles=0.0) -> Detections:
+        """Make detections with the canonical dtypes; ids, classes and angles may be
+        scalars."""
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         n = len(scores)
+
+        def column(value, dtype):
+            return np.broadcast_to(np.asarray(value, dtype=dtype), (n,)).copy()
+
         return cls(
-            boxes=np.asarray(boxes, dtype=np.float64).reshape(n, 4),
-            scores=scores,
-            class_ids=np.broadcast_to(np.asarray(class_ids, dtype=np.int32), (n,)).copy(),
-            scene_ids=np.broadcast_to(np.asarray(scene_id, dtype=np.int32), (n,)).copy(),
-            tile_ids=np.broadcast_to(np.asarray(tile_id, dtype=np.int64), (n,)).copy(),
+            boxes=np.asarray(boxes, dtype=np.float64).reshape(n, 4), scores=scores,
+            class_ids=column(class_ids, np.int32), scene_ids=column(scene_id, np.int32),
+            tile_ids=column(tile_id, np.int64), angles=column(angles, np.float64),
         )
 
     @classmethod
@@ -50,26 +56,15 @@ class Detections:
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty()
-        return cls(
-            boxes=np.concatenate([p.boxes for p in parts]),
-            scores=np.concatenate([p.scores for p in parts]),
-            class_ids=np.concatenate([p.class_ids for p in parts]),
-            scene_ids=np.concatenate([p.scene_ids for p in parts]),
-            tile_ids=np.concatenate([p.tile_ids for p in parts]),
-        )
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                      for f in fields(cls)})
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def take(self, index: np.ndarray) -> Detections:
         """The detections selected by an integer index or boolean mask."""
-        return Detections(
-            boxes=self.boxes[index],
-            scores=self.scores[index],
-            class_ids=self.class_ids[index],
-            scene_ids=self.scene_ids[index],
-            tile_ids=self.tile_ids[index],
-        )
+        return Detections(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @property
     def centres(self) -> np.ndarray:

@@ -18,10 +18,17 @@ def pixel_to_crs(transform: Affine, cols: np.ndarray, rows: np.ndarray):
     return a * cols + b * rows + c, d * cols + e * rows + f
 
 
-def boxes_to_polygons(boxes: np.ndarray, transform: Affine) -> np.ndarray:
-    """Polygons (shapely array) for ``(N, 4)`` x0 y0 x1 y1 scene-pixel boxes."""
+def boxes_to_polygons(boxes: np.ndarray, transform: Affine,
+                      angles: np.ndarray | None = None) -> np.ndarray:
+    """Polygons (shapely array) for ``(N, 4)`` x0 y0 x1 y1 scene-pixel boxes, each
+    turned by ``angles`` (radians, clockwise on the image) about its centre."""
     x0, y0, x1, y1 = boxes.T
     cols = np.stack([x0, x1, x1, x0, x0], axis=1)
     rows = np.stack([y0, y0, y1, y1, y0], axis=1)
+    if angles is not None and np.any(angles):
+        cx, cy = ((x0 + x1) / 2)[:, None], ((y0 + y1) / 2)[:, None]
+        cos, sin = np.cos(angles)[:, None], np.sin(angles)[:, None]
+        dx, dy = cols - cx, rows - cy
+        cols, rows = cx + dx * cos - dy * sin, cy + dx * sin + dy * cos
     xs, ys = pixel_to_crs(transform, cols, rows)
     return shapely.polygons(np.stack([xs, ys], axis=-1))

@@ -19,6 +19,8 @@ of overlapping pairs, never with the square of the number of detections.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import shapely
 
@@ -95,8 +97,7 @@ def _resolve(dets: Detections, order, rank, i, j, hit, unite: bool) -> Detection
     into, frm = order[absorbed_by[gone]], order[gone]
     for col, ufunc in ((0, np.minimum), (1, np.minimum), (2, np.maximum), (3, np.maximum)):
         ufunc.at(boxes[:, col], into, boxes[frm, col])
-    united = Detections(boxes, dets.scores, dets.class_ids, dets.scene_ids, dets.tile_ids)
-    return united.take(survivors)
+    return replace(dets, boxes=boxes).take(survivors)
 
 
 def nms(dets: Detections, iou: float, class_aware: bool = True) -> Detections:

@@ -68,7 +68,11 @@ def resolve(cfg: DetectConfig, model: ModelInfo, scenes: list[SceneInfo]) -> Res
     fixed = (model.width, model.height)
     if cfg.tile_size is not None:  # scene pixels, resampled to a fixed input
         model_tile = (model.width or cfg.tile_size, model.height or cfg.tile_size)
-        tiles = tuple((cfg.tile_size, cfg.tile_size) for _ in scenes)
+        # The tile's height follows the input's aspect: images are scaled uniformly,
+        # never stretched.
+        side = (cfg.tile_size, max(MIN_TILE, round(cfg.tile_size * model_tile[1]
+                                                   / model_tile[0])))
+        tiles = tuple(side for _ in scenes)
         sources["tile_size"] = {"value": cfg.tile_size, "source": "command line"}
     else:
         if None in fixed:

@@ -105,14 +105,15 @@ class TileDetector:
 
     def _to_scene(self, spec: TileSpec, scale, decoded) -> Detections:
         """Model-input boxes -> scene pixels, clipped to the window, NMS, core filter."""
-        boxes, scores, class_ids = decoded
+        boxes, scores, class_ids, angles = decoded
         boxes = boxes / np.array([scale[0], scale[1], scale[0], scale[1]])
         boxes += np.array([spec.col_off, spec.row_off, spec.col_off, spec.row_off])
         x0, y0, x1, y1 = spec.bounds
-        boxes = np.clip(boxes, [x0, y0, x0, y0], [x1, y1, x1, y1])
+        upright = angles == 0  # an oriented box cannot be clipped as a rectangle
+        boxes[upright] = np.clip(boxes[upright], [x0, y0, x0, y0], [x1, y1, x1, y1])
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         dets = Detections.build(boxes[real], scores[real], class_ids[real],
-                                spec.scene, spec.tile_id)
+                                spec.scene, spec.tile_id, angles[real])
         dets = nms(dets, self.s.iou, self.s.class_aware)
         return dets.take(owned(dets.centres, spec.core)) if self.s.own_cores else dets
 

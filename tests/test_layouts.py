@@ -131,3 +131,45 @@ def test_model_info(tmp_path, capsys):
     onnx.save(constant_outputs({"output0": np.zeros((4, 3))}), odd)
     assert main(["model-info", str(odd)]) == 0
     assert "unknown:" in capsys.readouterr().out
+
+
+def test_oriented_boxes_become_rotated_polygons(tmp_path, scene):
+    angle = np.pi / 6
+    raw = np.array([[32, 30, 20, 8, 0.1, 0.9, angle],   # cx cy w h car truck angle
+                    [10, 10, 4, 4, 0.2, 0.0, 0.0]]).T   # below --conf
+    path = tmp_path / "obb.onnx"
+    onnx.save(constant_outputs({"output0": raw}, names={0: "car", 1: "truck"},
+                               metadata={"task": "obb"}), path)
+    result = geodet.detect(scene, path, conf=0.5, progress=False)
+    assert result.attrs["geodet"]["layout"] == "obb"
+    [poly] = result.geometry
+    c, s = np.cos(angle), np.sin(angle)
+    corners = [(32 + dx * c - dy * s, 30 + dx * s + dy * c)
+               for dx, dy in ((-10, -4), (10, -4), (10, 4), (-10, 4))]
+    expected = [(500_000 + x * 0.1, 5_400_000 - y * 0.1) for x, y in corners]
+    np.testing.assert_allclose(np.array(poly.exterior.coords)[:4], expected, atol=1e-6)
+    assert result["class_name"].tolist() == ["truck"]
+    assert abs(poly.area - 20 * 8 * 0.01) < 1e-9
+
+
+def test_obb_is_recognised_by_shape(tmp_path):
+    path = tmp_path / "obb.onnx"
+    onnx.save(constant_outputs({"output0": np.zeros((7, 1344))},
+                               names={0: "car", 1: "truck"}), path)
+    from geodet.decode import detect_layout
+
+    assert detect_layout(inspect_model(path)) == ("obb", "output shape")
+
+
+def test_tile_size_keeps_the_aspect_of_a_wide_input(tmp_path):
+    from geodet.config import DetectConfig
+    from geodet.raster import open_scene
+    from geodet.settings import resolve
+
+    path = tmp_path / "wide.onnx"
+    onnx.save(constant_outputs(LAYOUTS["end2end"], size=64), path)
+    wide = inspect_model(path).__class__(**{**inspect_model(path).__dict__, "width": 128})
+    s = write_tif(tmp_path / "s.tif", np.zeros((3, 300, 300), np.uint8))
+    cfg = DetectConfig(scenes=[str(s)], model=str(path), tile_size=256)
+    eff = resolve(cfg, wide, [open_scene(s)])
+    assert eff.model_tile == (128, 64) and eff.tiles == ((256, 128),)

@@ -15,7 +15,7 @@ def test_decode_ultralytics_layout():
     out[0, :, 1] = [10, 10, 4, 4, 0.1, 0.2]  # below conf
     out[0, :, 2] = [5, 6, 2, 2, 0.3, 0.8]
     out[1, :, 0] = [1, 1, 2, 2, 0.0, 0.5]
-    [(b0, s0, c0), (b1, _s1, c1)] = decode_ultralytics([out], 0.25, (64, 64))
+    [(b0, s0, c0, _), (b1, _s1, c1, _)] = decode_ultralytics([out], 0.25, (64, 64))
     np.testing.assert_allclose(b0, [[45, 30, 55, 50], [4, 5, 6, 7]])
     np.testing.assert_allclose(s0, [0.9, 0.8])
     assert c0.tolist() == [0, 1]

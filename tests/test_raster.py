@@ -86,3 +86,11 @@ def test_tiles_without_data_are_found_on_the_mask(tmp_path):
     s = open_scene(path)
     specs = plan_tiles(300, 300, (100, 100), 0.0)
     assert tiles_with_data(s, specs) == [False] * 6 + [True, False, False]
+
+
+def test_band_order_for_bgr_models(tmp_path):
+    data = np.stack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30)])
+    s = open_scene(write_tif(tmp_path / "s.tif", data), bands=(3, 2, 1))
+    [spec] = plan_tiles(8, 8, (8, 8), 0.0)
+    arr, _ = TileReader([s]).read(spec, (8, 8), (8, 8))
+    assert arr[:, 0, 0].tolist() == [30, 20, 10]
