@@ -2,9 +2,10 @@
 
     python benchmarks/big_scene.py --size 10000
 
-Generates the scene once (kept in --workdir), runs the CLI in a fresh process with
-the bundled model, samples the resident memory of the whole process tree (driver,
-Ray services, workers) every 0.2 s from /proc, and prints one table row per size.
+Generates an aerial scene with cars and trucks once (kept in --workdir), runs the
+CLI in a fresh process with the bundled detector, samples the resident memory of the
+whole process tree (driver, Ray services, workers) every 0.2 s from /proc, and
+prints one table row per size.
 Memory should stay flat as the scene grows: it is bounded by the tiles in flight.
 """
 
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from geodet.demo import bundled_model
-from geodet.synthetic import bright_squares_scene
+from geodet.synthetic import vehicle_scene
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -77,7 +78,7 @@ def main() -> None:
     for size in args.size:
         scene = work / f"scene{size}.tif"
         if not scene.exists():
-            bright_squares_scene(scene, size=size, seed=size)
+            vehicle_scene(scene, size=size, seed=size)
         r = measure(scene, work / f"out{size}.gpkg", extra)
         mpix = size * size / 1e6
         print(f"{size:>7} {mpix:>7.0f} {r['wall_s']:>7.1f} {mpix / r['wall_s']:>7.1f} "

@@ -3,10 +3,11 @@
     python benchmarks/merging.py                 # both parts
     python benchmarks/merging.py --part quality  # or --part scale
 
-Quality: a generated scene (bright squares, scattered and in packed rows 2-4 px
-apart, many across tile seams) through the full pipeline (local Ray, the bundled
-model) for each strategy and overlap; precision, recall, duplicate rate, recall of
-objects crossing a tile seam vs the rest, and the merge stage's time.
+Quality: a generated aerial scene (cars and trucks, parked in rows 2-5 px apart,
+many across tile seams; trucks longer than the smaller overlaps) through the full
+pipeline (local Ray, the bundled detector) for each strategy and overlap;
+precision, recall, duplicate rate, recall of objects crossing a tile seam vs the
+rest, and the merge stage's time.
 
 Scale: simulated per-tile detections of a large mosaic (objects 8-60 px, tiles of
 256 px, overlap 0.2, fragments where tiles cut objects), merged by each strategy;
@@ -40,12 +41,13 @@ def quality(size: int, seed: int) -> None:
     from geodet.demo import bundled_model
     from geodet.engine import LOCAL_NODE_IP
     from geodet.evaluate import crosses_seam, evaluate
-    from geodet.synthetic import bright_squares_scene, write_truth
+    from geodet.synthetic import CLASSES, vehicle_scene, write_truth
 
     work = Path(tempfile.mkdtemp(prefix="geodet-merge-"))
     scene = work / "scene.tif"
-    truth = write_truth(work / "truth.gpkg", bright_squares_scene(scene, size, seed), scene)
-    print(f"scene {size} x {size}, {len(truth)} objects (12 px squares), bundled model\n")
+    boxes, classes = vehicle_scene(scene, size, seed)
+    truth = write_truth(work / "truth.gpkg", boxes, scene, np.array(CLASSES)[classes])
+    print(f"scene {size} x {size}, {len(truth)} vehicles, bundled detector\n")
     print(f"{'strategy':<10} {'overlap':>7} {'precision':>9} {'recall':>7} {'dup rate':>8} "
           f"{'seam rec':>8} {'rest rec':>8} {'n seam':>6} {'merge s':>8}")
     ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False,

@@ -162,6 +162,8 @@ def detect_layout(model: ModelInfo) -> tuple[str, str]:
                 return "detr", "output shape"
         elif a is not None and a > 4 and (b is None or a < b):
             return "ultralytics", "output shape"
+        if a is None and b is not None and b > MAX_QUERIES:  # [B, ?, many anchors]
+            return "ultralytics", "output shape"
         elif b is not None and b > 5 and (a is None or b < a):
             return ("detr" if queries else "yolov5"), "output shape"
     raise InputError(
