@@ -15,9 +15,9 @@ from geodet.synthetic import CLASSES, vehicle_scene, write_truth
 
 
 def test_vehicle_scene_is_deterministic_and_georeferenced(tmp_path):
-    a_boxes, a_cls = vehicle_scene(tmp_path / "a.tif", size=768, seed=5)
-    b_boxes, b_cls = vehicle_scene(tmp_path / "b.tif", size=768, seed=5)
-    c_boxes, _ = vehicle_scene(tmp_path / "c.tif", size=768, seed=6)
+    a_boxes, a_cls = vehicle_scene(tmp_path / "a.tif", size=1024, seed=5)
+    b_boxes, b_cls = vehicle_scene(tmp_path / "b.tif", size=1024, seed=5)
+    c_boxes, _ = vehicle_scene(tmp_path / "c.tif", size=1024, seed=6)
     np.testing.assert_array_equal(a_boxes, b_boxes)
     np.testing.assert_array_equal(a_cls, b_cls)
     assert not np.array_equal(a_boxes, c_boxes)

@@ -146,8 +146,10 @@ def _road(lay: _Layout, rng, x, y) -> None:
 def layout(size: int, seed: int) -> _Layout:
     """The scene's content, cell by cell (each cell from its own random stream)."""
     lay = _Layout()
-    for j in range(0, size - CELL + 1, CELL):
-        for i in range(0, size - CELL + 1, CELL):
+    # The cell grid starts at an offset, so that no tiling grid lines up with it.
+    ox, oy = np.random.default_rng([seed, size]).integers(CELL // 4, CELL // 2, size=2)
+    for j in range(int(oy), size - CELL + 1, CELL):
+        for i in range(int(ox), size - CELL + 1, CELL):
             rng = np.random.default_rng([seed, i, j])
             r = rng.random()
             kind = (_field if r < 0.25 else _lot if r < 0.5 else _yard if r < 0.65
