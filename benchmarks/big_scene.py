@@ -77,8 +77,10 @@ def main() -> None:
           f"{'tree MiB':>9}  summary")
     for size in args.size:
         scene = work / f"scene{size}.tif"
-        if not scene.exists():
-            vehicle_scene(scene, size=size, seed=size)
+        if not scene.exists():  # generated under another name: no half-written reuse
+            partial = scene.with_suffix(".partial.tif")
+            vehicle_scene(partial, size=size, seed=size)
+            partial.replace(scene)
         r = measure(scene, work / f"out{size}.gpkg", extra)
         mpix = size * size / 1e6
         print(f"{size:>7} {mpix:>7.0f} {r['wall_s']:>7.1f} {mpix / r['wall_s']:>7.1f} "
