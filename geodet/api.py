@@ -20,9 +20,16 @@ from geodet.config import DetectConfig
 from geodet.detections import Detections
 from geodet.errors import InputError
 from geodet.georef import boxes_to_polygons
+from geodet.inputs import expand_scenes
 from geodet.merge import merge as merge_detections
 from geodet.model import ModelInfo, inspect_model
-from geodet.output import check_output, write_geopackage
+from geodet.output import (
+    DETECTIONS_LAYER,
+    TILES_LAYER,
+    check_output,
+    layer_names,
+    write_geopackage,
+)
 from geodet.raster import SceneInfo, open_scene, tiles_with_data
 from geodet.settings import resolve
 from geodet.tiling import TileSpec, plan_tiles
@@ -39,26 +46,18 @@ def _check_fit(model: ModelInfo, scenes: list[SceneInfo]) -> None:
                 f"{len(s.bands)} (bands {list(s.bands)}): choose bands with --bands, "
                 f"for example --bands {','.join(str(b) for b in range(1, model.channels + 1))}"
             )
-    crs = {CRS.from_wkt(s.crs_wkt) for s in scenes}
-    if len(crs) > 1:
-        raise InputError("the scenes are in different CRSs: run each CRS separately "
-                         "(or reproject them to one CRS first)")
 
 
-def _tile_frame(scenes: list[SceneInfo], specs: list[TileSpec],
+def _tile_frame(scene: SceneInfo, specs: list[TileSpec],
                 outcomes: dict[tuple[int, int], TileOutcome]) -> gpd.GeoDataFrame:
-    rows, geoms = [], []
-    for i, scene in enumerate(scenes):
-        mine = [s for s in specs if s.scene == i]
-        if not mine:
-            continue
-        geoms.extend(boxes_to_polygons(np.array([s.bounds for s in mine], float), scene.affine))
-        for s in mine:
-            o = outcomes[(s.scene, s.tile_id)]
-            rows.append({"scene": scene.name, "tile_id": s.tile_id, "status": o.status,
-                         "n_detections": o.n_detections, "error": o.error})
+    """The footprints and outcomes of one scene's tiles, in the scene's CRS."""
+    rows = [{"scene": scene.name, "tile_id": s.tile_id, "status": o.status,
+             "n_detections": o.n_detections, "error": o.error}
+            for s in specs for o in [outcomes[(s.scene, s.tile_id)]]]
     frame = pd.DataFrame(rows, columns=["scene", "tile_id", "status", "n_detections", "error"])
-    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scenes[0].crs_wkt))
+    geoms = boxes_to_polygons(np.array([s.bounds for s in specs], float).reshape(-1, 4),
+                              scene.affine)
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scene.crs_wkt))
 
 
 def _cores_of(dets: Detections, specs: list[TileSpec]) -> np.ndarray:
@@ -71,21 +70,46 @@ def _cores_of(dets: Detections, specs: list[TileSpec]) -> np.ndarray:
     return table[dets.scene_ids, dets.tile_ids]
 
 
-def _detection_frame(dets: Detections, scenes: list[SceneInfo],
+def _detection_frame(dets: Detections, scene: SceneInfo,
                      model: ModelInfo) -> gpd.GeoDataFrame:
-    geoms = np.empty(len(dets), dtype=object)
-    for i, scene in enumerate(scenes):
-        sel = dets.scene_ids == i
-        if sel.any():
-            geoms[sel] = boxes_to_polygons(dets.boxes[sel], scene.affine, dets.angles[sel])
+    """One scene's detections as polygons in the scene's CRS."""
     frame = pd.DataFrame({
         "class_id": dets.class_ids.astype(np.int32),
-        "class_name": [model.class_name(int(c)) for c in dets.class_ids],
+        "class_name": pd.Series([model.class_name(int(c)) for c in dets.class_ids],
+                                dtype=object),
         "score": dets.scores.astype(np.float64),
-        "scene": [scenes[i].name for i in dets.scene_ids],
+        "scene": pd.Series([scene.name] * len(dets), dtype=object),
         "tile_id": dets.tile_ids.astype(np.int64),
     })
-    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scenes[0].crs_wkt))
+    geoms = boxes_to_polygons(dets.boxes, scene.affine, dets.angles)
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scene.crs_wkt))
+
+
+def _parse_crs(text: str) -> CRS:
+    try:
+        return CRS.from_user_input(text)
+    except Exception:
+        raise InputError(f"--out-crs {text!r} is not a coordinate reference system: give "
+                         "one like EPSG:4326 or EPSG:32633") from None
+
+
+def _crs_tag(crs: CRS, k: int) -> str:
+    epsg = crs.to_epsg()
+    return f"epsg_{epsg}" if epsg else f"crs_{k + 1}"
+
+
+def _by_crs(frames: list[gpd.GeoDataFrame], scenes: list[SceneInfo], base: str,
+            out_crs: CRS | None) -> dict[str, gpd.GeoDataFrame]:
+    """Per-scene frames grouped into layers: one layer reprojected to ``out_crs``, one
+    layer when the scenes share a CRS, else one layer per CRS."""
+    if out_crs is not None:
+        return {base: pd.concat([f.to_crs(out_crs) for f in frames], ignore_index=True)}
+    groups: dict[CRS, list[gpd.GeoDataFrame]] = {}
+    for frame, scene in zip(frames, scenes, strict=True):
+        groups.setdefault(CRS.from_wkt(scene.crs_wkt), []).append(frame)
+    names = layer_names(base, [_crs_tag(crs, k) for k, crs in enumerate(groups)])
+    return {name: pd.concat(parts, ignore_index=True)
+            for name, parts in zip(names, groups.values(), strict=True)}
 
 
 def detect(
@@ -107,14 +131,20 @@ def detect(
     bands: Sequence[int] | None = None,
     layout: str | None = None,
     overwrite: bool = False,
+    out_crs: str | None = None,
     address: str | None = None,
     progress: bool = True,
 ) -> gpd.GeoDataFrame:
     """Detect objects in georeferenced rasters; optionally write a GeoPackage.
 
+    ``scenes``: paths or GDAL URLs, glob patterns, or .txt/.lst files listing them.
+
     ``overlap``, ``conf``, ``iou`` and ``gsd`` (ground metres per pixel the model
     should see) left as None come from the model's metadata, else defaults. Returns
     the detections as a GeoDataFrame in the scenes' CRS (one polygon per box).
+    Scenes may be in different CRSs: the GeoPackage then holds one detections (and
+    tiles) layer per CRS, or a single one reprojected to ``out_crs``; the returned
+    frame is in ``out_crs``, else in the first scene's CRS.
     ``result.attrs["geodet"]`` holds the run summary also written to the
     GeoPackage's ``geodet_runs`` table, including ``tiles_failed``. Bad input raises
     `geodet.InputError` before anything is started or written.
@@ -123,14 +153,15 @@ def detect(
     if isinstance(scenes, (str, os.PathLike)):
         scenes = [scenes]
     cfg = DetectConfig.parse(
-        scenes=[os.fspath(s) for s in scenes], model=os.fspath(model),
+        scenes=expand_scenes(scenes), model=os.fspath(model),
         out=os.fspath(out) if out is not None else None, tile_size=tile_size,
         gsd=gsd, overlap=overlap, conf=conf, iou=iou, merge=merge, ios=ios,
         class_agnostic=class_agnostic, batch_size=batch_size, workers=workers, device=device,
         bands=tuple(bands) if bands is not None else None, layout=layout,
-        overwrite=overwrite, address=address, progress=progress)
+        overwrite=overwrite, out_crs=out_crs, address=address, progress=progress)
 
     out_path = check_output(cfg.out, cfg.overwrite) if cfg.out else None
+    out_crs = _parse_crs(cfg.out_crs) if cfg.out_crs else None
     info = inspect_model(cfg.model)
     scene_infos = [open_scene(p, cfg.bands) for p in cfg.scenes]
     _check_fit(info, scene_infos)
@@ -175,7 +206,11 @@ def detect(
     merged = merge_detections(merged, cfg.merge, eff.iou, cfg.ios, not cfg.class_agnostic,
                               cores=_cores_of(merged, specs)).sorted()
     seconds["merge"] = time.perf_counter() - t
-    result = _detection_frame(merged, scene_infos, info)
+    per_scene = [_detection_frame(merged.take(merged.scene_ids == i), scene, info)
+                 for i, scene in enumerate(scene_infos)]
+    detection_layers = _by_crs(per_scene, scene_infos, DETECTIONS_LAYER, out_crs)
+    result = pd.concat([f.to_crs(out_crs or scene_infos[0].crs_wkt) for f in per_scene],
+                       ignore_index=True)
     statuses = [o.status for o in outcomes.values()]
     run = {
         "geodet_version": __version__,
@@ -205,10 +240,12 @@ def detect(
 
     if out_path is not None:
         t = time.perf_counter()
-        tiles = _tile_frame(scene_infos, specs, outcomes)
+        tiles = _by_crs([_tile_frame(scene, [s for s in specs if s.scene == i], outcomes)
+                         for i, scene in enumerate(scene_infos)], scene_infos, TILES_LAYER,
+                        out_crs)
         names = sorted(set(info.names.values()) | set(result["class_name"]))
         stamp()
-        write_geopackage(out_path, result, tiles, run, names)
+        write_geopackage(out_path, detection_layers, tiles, run, names)
         seconds["write"] = time.perf_counter() - t
     stamp()
     result.attrs["geodet"] = run

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("detect", help="detect objects in rasters, write a GeoPackage",
                        description="Detect objects in one or more georeferenced rasters "
                        "and write them to a GeoPackage.")
-    d.add_argument("scenes", nargs="+", metavar="SCENE", help="raster path or GDAL URL")
+    d.add_argument("scenes", nargs="+", metavar="SCENE", help="raster path or GDAL URL, "
+                   "a glob pattern such as 'mosaics/*.tif' (quoted), or a .txt file "
+                   "listing paths or URLs, one a line")
     d.add_argument("--model", required=True, help="ONNX detector (.onnx)")
     d.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
     d.add_argument("--tile-size", type=int, help="tile side in scene pixels, resampled "
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all but alpha)")
     d.add_argument("--layout", help="model output layout, when it is not detected")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    d.add_argument("--out-crs", help="reproject all detections to this CRS (e.g. "
+                   "EPSG:4326); default: each scene's own, one layer per CRS if they differ")
     d.add_argument("--address", help="Ray cluster to join ('auto' or host:port); "
                    "default: RAY_ADDRESS if set, else a private local cluster")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -108,7 +112,7 @@ def _detect(args: argparse.Namespace) -> int:
         class_agnostic=args.class_agnostic, batch_size=args.batch_size,
         workers=args.workers, device=args.device,
         bands=args.bands, layout=args.layout, overwrite=args.overwrite,
-        address=args.address, progress=not args.no_progress)
+        out_crs=args.out_crs, address=args.address, progress=not args.no_progress)
     run = result.attrs["geodet"]
     print(f"{run['detections']} detections in {run['tiles_done']} tiles "
           f"({run['tiles_empty']} empty, {run['tiles_failed']} failed) on "

@@ -32,6 +32,7 @@ class DetectConfig(BaseModel):
     bands: tuple[int, ...] | None = Field(default=None, min_length=1)
     layout: str | None = None
     overwrite: bool = False
+    out_crs: str | None = None
     address: str | None = None
     progress: bool = True
 

@@ -73,27 +73,35 @@ def category_style(layer: str, field: str, values: list[str]) -> str:
     )
 
 
-def styles_table(layer: str, class_names: list[str]) -> pd.DataFrame:
-    """The `layer_styles` row that makes QGIS open `layer` categorised by class."""
+def styles_table(layers: list[str], class_names: list[str]) -> pd.DataFrame:
+    """The `layer_styles` rows that make QGIS open each detections layer categorised
+    by class."""
     return pd.DataFrame([{
         "f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,
         "f_geometry_column": GEOMETRY_COLUMN, "styleName": f"{layer} by class"[:30],
         "styleQML": category_style(layer, "class_name", class_names), "styleSLD": "",
         "useAsDefault": True, "description": "geodet default style", "owner": "",
         "ui": "", "update_time": datetime.now(UTC).replace(tzinfo=None),
-    }])
+    } for layer in layers])
 
 
-def write_geopackage(out: Path, detections: gpd.GeoDataFrame, tiles: gpd.GeoDataFrame,
-                     run: dict, class_names: list[str]) -> None:
-    """Write all layers to a temporary file beside ``out`` and rename it into place."""
+def layer_names(base: str, crs_tags: list[str]) -> list[str]:
+    """``detections`` for one CRS; ``detections_epsg_32633``... for several."""
+    return [base] if len(crs_tags) == 1 else [f"{base}_{tag}" for tag in crs_tags]
+
+
+def write_geopackage(out: Path, detections: dict[str, gpd.GeoDataFrame],
+                     tiles: dict[str, gpd.GeoDataFrame], run: dict,
+                     class_names: list[str]) -> None:
+    """Write all layers (name -> frame) to a temporary file beside ``out`` and rename
+    it into place."""
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.gpkg")
     try:
         layer_opts = {"geometry_type": "Polygon", "GEOMETRY_NAME": GEOMETRY_COLUMN}
-        pyogrio.write_dataframe(detections, tmp, layer=DETECTIONS_LAYER, **layer_opts)
-        pyogrio.write_dataframe(tiles, tmp, layer=TILES_LAYER, **layer_opts)
+        for name, frame in [*detections.items(), *tiles.items()]:
+            pyogrio.write_dataframe(frame, tmp, layer=name, **layer_opts)
         pyogrio.write_dataframe(pd.DataFrame([run]), tmp, layer=RUNS_TABLE)
-        pyogrio.write_dataframe(styles_table(DETECTIONS_LAYER, class_names), tmp,
+        pyogrio.write_dataframe(styles_table(list(detections), class_names), tmp,
                                 layer=STYLES_TABLE)
         os.replace(tmp, out)
     finally:

@@ -142,11 +142,40 @@ def test_several_scenes_in_one_run(tmp_path, squares_model):
     assert_same_boxes(result, [footprint(10, 10), footprint(50, 60)])
 
 
-def test_scenes_in_different_crs_are_refused(tmp_path, squares_model):
+def test_scenes_in_different_crs_get_a_layer_each_or_one_reprojected(tmp_path,
+                                                                    squares_model):
+    a = write_tif(tmp_path / "a.tif", scene_with_squares((100, 100), [(10, 10)]))
+    b = write_tif(tmp_path / "b.tif", scene_with_squares((100, 100), [(50, 60)]),
+                  crs="EPSG:32632")
+    out = tmp_path / "o.gpkg"
+    result = geodet.detect([a, b], squares_model, out, progress=False)
+    assert result.crs.to_epsg() == 32633 and sorted(result["scene"]) == ["a.tif", "b.tif"]
+    layers = dict(pyogrio.list_layers(out).tolist())
+    assert {"detections_epsg_32633", "detections_epsg_32632", "tiles_epsg_32633",
+            "tiles_epsg_32632"} <= set(layers)
+    native = pyogrio.read_dataframe(out, layer="detections_epsg_32632")
+    assert native.crs.to_epsg() == 32632 and native["scene"].tolist() == ["b.tif"]
+    assert_same_boxes(native, [footprint(50, 60)])  # same numbers, its own CRS
+    styles = pyogrio.read_dataframe(out, layer="layer_styles")
+    assert sorted(styles["f_table_name"]) == ["detections_epsg_32632",
+                                              "detections_epsg_32633"]
+
+    out2 = tmp_path / "o2.gpkg"
+    wgs = geodet.detect([a, b], squares_model, out2, out_crs="EPSG:4326", progress=False)
+    assert wgs.crs.to_epsg() == 4326 and len(wgs) == 2
+    assert {"detections", "tiles"} <= set(dict(pyogrio.list_layers(out2).tolist()))
+    one = pyogrio.read_dataframe(out2, layer="detections")
+    assert one.crs.to_epsg() == 4326 and sorted(one["scene"]) == ["a.tif", "b.tif"]
+    lon, lat = one.geometry.iloc[0].centroid.coords[0]
+    assert 5 < lon < 16 and 48 < lat < 49  # UTM 32N/33N near 5,400 km north
+
+
+def test_bad_out_crs(tmp_path, squares_model):
     a = write_tif(tmp_path / "a.tif", scene_with_squares((50, 50), []))
-    b = write_tif(tmp_path / "b.tif", scene_with_squares((50, 50), []), crs="EPSG:32632")
-    with pytest.raises(InputError, match="different CRSs"):
-        geodet.detect([a, b], squares_model, progress=False)
+    with pytest.raises(InputError, match="not a coordinate reference system"):
+        geodet.detect(a, squares_model, tmp_path / "o.gpkg", out_crs="EPSG:nope",
+                      progress=False)
+    assert not (tmp_path / "o.gpkg").exists()
 
 
 def corrupt_block(path, row: int, col: int) -> None:

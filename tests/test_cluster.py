@@ -1,0 +1,148 @@
+"""Cluster configs, `ray job submit` against a real head node, and a loopback-only
+embedded cluster. Every Ray process started here listens and talks on loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jsonschema
+import pyogrio
+import pytest
+import ray
+import yaml
+
+from tests.helpers import scene_with_squares, write_tif
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+HEAD_IP = "127.0.0.4"
+
+
+@pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
+def test_launcher_configs_match_rays_schema(name):
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json")
+                        .read_text())
+    config = yaml.safe_load((CLUSTER / name).read_text())
+    jsonschema.validate(config, schema)
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    gpu = [t for n, t in types.items() if n != config["head_node_type"]]
+    assert head["resources"]["GPU"] == 0
+    assert gpu and all(t["resources"]["GPU"] == 1 and t["max_workers"] >= 1 for t in gpu)
+    assert any("[gpu]" in c for c in config["setup_commands"])
+    if config["provider"]["type"] == "aws":
+        for t in types.values():
+            assert t["node_config"]["ImageId"].startswith("ami-")
+            assert "IamInstanceProfile" in t["node_config"]  # workers read S3 too
+
+
+def test_kuberay_manifests():
+    [job] = yaml.safe_load_all((CLUSTER / "kuberay-rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and "cluster/submit.py" in job["spec"]["entrypoint"]
+    [group] = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    [container] = group["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    docs = list(yaml.safe_load_all((CLUSTER / "kuberay-nightly.yaml").read_text()))
+    [cron] = [d for d in docs if d["kind"] == "CronJob"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "CronJob"}
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A separate `ray start --head` process on a loopback address, stopped after."""
+    if shutil.which("ray", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("the ray command is not installed beside this Python")
+    port, dash = free_port(HEAD_IP), free_port(HEAD_IP)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
+         "--node-ip-address", HEAD_IP, "--port", str(port), "--dashboard-host", HEAD_IP,
+         "--dashboard-port", str(dash), "--num-cpus", "2", "--num-gpus", "0",
+         "--include-dashboard", "true", "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    address = f"http://{HEAD_IP}:{dash}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((HEAD_IP, dash), timeout=1):
+                break
+        except OSError:
+            if head.poll() is not None:
+                pytest.fail(f"ray start failed: {head.stderr.read().decode()[-2000:]}")
+            time.sleep(1)
+    yield address, env
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_ray_job_submit_runs_a_detection(tmp_path, ray_head, squares_model):
+    address, env = ray_head
+    scene = write_tif(tmp_path / "s.tif", scene_with_squares((300, 300), [(40, 50)]))
+    out = tmp_path / "out.gpkg"
+    done = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit",
+         "--address", address, "--", sys.executable, str(CLUSTER / "submit.py"), str(scene),
+         "--model", str(squares_model), "--out", str(out), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout
+    assert len(pyogrio.read_dataframe(out, layer="detections")) == 1
+
+
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "python")
+
+
+def test_embedded_cluster_talks_on_loopback_only(tmp_path):
+    """A laptop run's Ray: every TCP connection of its processes stays on 127.0.0.0/8."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    probe = textwrap.dedent("""
+        import os, subprocess, ray
+        from geodet.engine import ray_cluster
+        with ray_cluster(None):
+            @ray.remote
+            def f():
+                return os.getpid()
+            workers = set(ray.get([f.remote() for _ in range(4)]))
+            print(subprocess.run(["ss", "-tnpH", "state", "established"],
+                                 capture_output=True, text=True).stdout)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ray_lines = [ln for ln in done.stdout.splitlines()
+                 if any(f'"{p}' in ln for p in RAY_PROCESSES)]
+    assert ray_lines, done.stdout
+    for line in ray_lines:
+        local, peer = line.split()[2:4]
+        assert is_loopback(local) and is_loopback(peer), line
+
+
+def is_loopback(endpoint: str) -> bool:
+    """``127.0.0.2:6379``, ``[::1]:80`` or ``[::ffff:127.0.0.1]:80`` -> True."""
+    ip = ipaddress.ip_address(endpoint.rsplit(":", 1)[0].strip("[]"))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
