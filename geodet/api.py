@@ -30,6 +30,7 @@ from geodet.output import (
     layer_names,
     write_geopackage,
 )
+from geodet.progress import Progress
 from geodet.raster import SceneInfo, open_scene, tiles_with_data
 from geodet.settings import resolve
 from geodet.tiling import TileSpec, plan_tiles
@@ -132,6 +133,7 @@ def detect(
     layout: str | None = None,
     overwrite: bool = False,
     out_crs: str | None = None,
+    resume: bool = False,
     address: str | None = None,
     progress: bool = True,
 ) -> gpd.GeoDataFrame:
@@ -158,7 +160,8 @@ def detect(
         gsd=gsd, overlap=overlap, conf=conf, iou=iou, merge=merge, ios=ios,
         class_agnostic=class_agnostic, batch_size=batch_size, workers=workers, device=device,
         bands=tuple(bands) if bands is not None else None, layout=layout,
-        overwrite=overwrite, out_crs=out_crs, address=address, progress=progress)
+        overwrite=overwrite, out_crs=out_crs, resume=resume, address=address,
+        progress=progress)
 
     out_path = check_output(cfg.out, cfg.overwrite) if cfg.out else None
     out_crs = _parse_crs(cfg.out_crs) if cfg.out_crs else None
@@ -174,8 +177,13 @@ def detect(
             specs.append(spec)
             if not has_data:
                 outcomes[(i, spec.tile_id)] = TileOutcome(i, spec.tile_id, "empty", 0)
-    todo = [s for s in specs if (s.scene, s.tile_id) not in outcomes]
-
+    parameters = {
+        "tiles": [list(t) for t in eff.tiles], "input_size": list(eff.model_tile),
+        "overlap": eff.overlap, "conf": eff.conf, "iou": eff.iou, "gsd": eff.gsd,
+        "merge": cfg.merge, "ios": cfg.ios, "class_agnostic": cfg.class_agnostic,
+        "batch_size": cfg.batch_size, "device": cfg.device,
+        "bands": [list(s.bands) for s in scene_infos],
+        "scene_gsd": [list(s.gsd) if s.gsd else None for s in scene_infos]}
     parts, seconds, used = [], {"read": 0.0, "infer": 0.0}, set()
     with engine.ray_cluster(cfg.address):
         n_actors, resources, dev, threads = engine.plan_actors(cfg.device, cfg.workers)
@@ -188,10 +196,24 @@ def detect(
         if dev == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
             log.warning("GPU requested but ONNX Runtime runs on %s: check that "
                         "onnxruntime-gpu and its CUDA libraries are installed", providers)
+        record = None
+        if out_path is not None:  # per-tile progress on disk, for --resume
+            fingerprint = {"model": info.sha256, "scenes": [s.path for s in scene_infos],
+                           "layout": eff.layout, "mean": eff.mean, "std": eff.std,
+                           **parameters}
+            fingerprint.pop("batch_size")
+            fingerprint.pop("device")
+            record = Progress(out_path, fingerprint, cfg.resume)
+            done_before, kept = record.done()
+            outcomes.update(done_before)
+            parts.append(kept)
+        todo = [s for s in specs if (s.scene, s.tile_id) not in outcomes]
         chunk = engine.TILES_PER_CHUNK_BATCHES * (info.batch or cfg.batch_size)
         with tqdm(total=len(todo), unit="tile", desc="detect", disable=not cfg.progress,
                   dynamic_ncols=True) as bar:
             for result in engine.run_tiles(actors, todo, chunk):
+                if record is not None:
+                    record.record(result)
                 parts.append(result.detections)
                 for o in result.tiles:
                     outcomes[(o.scene, o.tile_id)] = o
@@ -218,13 +240,7 @@ def detect(
         "model": info.path, "model_sha256": info.sha256, "layout": eff.layout,
         "classes": json.dumps({str(k): v for k, v in info.names.items()}),
         "settings": json.dumps(eff.sources),
-        "parameters": json.dumps({
-            "tiles": [list(t) for t in eff.tiles], "input_size": list(eff.model_tile),
-            "overlap": eff.overlap, "conf": eff.conf, "iou": eff.iou, "gsd": eff.gsd,
-            "merge": cfg.merge, "ios": cfg.ios, "class_agnostic": cfg.class_agnostic,
-            "batch_size": cfg.batch_size, "device": cfg.device,
-            "bands": [list(s.bands) for s in scene_infos],
-            "scene_gsd": [list(s.gsd) if s.gsd else None for s in scene_infos]}),
+        "parameters": json.dumps(parameters),
         "scenes": json.dumps([s.path for s in scene_infos]),
         "execution_providers": json.dumps(sorted(used or set(providers))),
         "workers": n_actors,
@@ -246,6 +262,7 @@ def detect(
         names = sorted(set(info.names.values()) | set(result["class_name"]))
         stamp()
         write_geopackage(out_path, detection_layers, tiles, run, names)
+        record.finish()
         seconds["write"] = time.perf_counter() - t
     stamp()
     result.attrs["geodet"] = run

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all but alpha)")
     d.add_argument("--layout", help="model output layout, when it is not detected")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    d.add_argument("--resume", action="store_true", help="continue an interrupted run of "
+                   "the same command from its progress file (OUT.gpkg.progress)")
     d.add_argument("--out-crs", help="reproject all detections to this CRS (e.g. "
                    "EPSG:4326); default: each scene's own, one layer per CRS if they differ")
     d.add_argument("--address", help="Ray cluster to join ('auto' or host:port); "
@@ -112,7 +114,8 @@ def _detect(args: argparse.Namespace) -> int:
         class_agnostic=args.class_agnostic, batch_size=args.batch_size,
         workers=args.workers, device=args.device,
         bands=args.bands, layout=args.layout, overwrite=args.overwrite,
-        out_crs=args.out_crs, address=args.address, progress=not args.no_progress)
+        out_crs=args.out_crs, resume=args.resume, address=args.address,
+        progress=not args.no_progress)
     run = result.attrs["geodet"]
     print(f"{run['detections']} detections in {run['tiles_done']} tiles "
           f"({run['tiles_empty']} empty, {run['tiles_failed']} failed) on "

@@ -33,6 +33,7 @@ class DetectConfig(BaseModel):
     layout: str | None = None
     overwrite: bool = False
     out_crs: str | None = None
+    resume: bool = False
     address: str | None = None
     progress: bool = True
 

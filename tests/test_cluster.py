@@ -69,13 +69,16 @@ def ray_head(tmp_path):
     """A separate `ray start --head` process on a loopback address, stopped after."""
     if shutil.which("ray", path=os.path.dirname(sys.executable)) is None:
         pytest.skip("the ray command is not installed beside this Python")
-    port, dash = free_port(HEAD_IP), free_port(HEAD_IP)
+    # Ray's fixed default for the agent's HTTP port (52365) may be taken by another
+    # cluster on this machine (the tests' own): give every port explicitly.
+    port, dash, agent = free_port(HEAD_IP), free_port(HEAD_IP), free_port(HEAD_IP)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
          "--node-ip-address", HEAD_IP, "--port", str(port), "--dashboard-host", HEAD_IP,
-         "--dashboard-port", str(dash), "--num-cpus", "2", "--num-gpus", "0",
+         "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
+         "--num-cpus", "2", "--num-gpus", "0",
          "--include-dashboard", "true", "--disable-usage-stats"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     address = f"http://{HEAD_IP}:{dash}"
@@ -100,11 +103,14 @@ def test_ray_job_submit_runs_a_detection(tmp_path, ray_head, squares_model):
     address, env = ray_head
     scene = write_tif(tmp_path / "s.tif", scene_with_squares((300, 300), [(40, 50)]))
     out = tmp_path / "out.gpkg"
-    done = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit",
-         "--address", address, "--", sys.executable, str(CLUSTER / "submit.py"), str(scene),
-         "--model", str(squares_model), "--out", str(out), "--no-progress"],
-        env=env, capture_output=True, text=True, timeout=300)
+    submit = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit",
+              "--address", address, "--", sys.executable, str(CLUSTER / "submit.py"),
+              str(scene), "--model", str(squares_model), "--out", str(out), "--no-progress"]
+    for _ in range(30):  # the head's job agent comes up a little after its dashboard
+        done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
+        if "No available agent" not in done.stderr:
+            break
+        time.sleep(2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout
     assert len(pyogrio.read_dataframe(out, layer="detections")) == 1

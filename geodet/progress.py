@@ -1,0 +1,97 @@
+"""Per-tile progress on disk, so a killed run can be resumed.
+
+Beside the output ``OUT.gpkg`` a SQLite file ``OUT.gpkg.progress`` records, for
+every finished chunk of tiles in one transaction, each tile's outcome and the
+detections it kept (in scene pixels, before the global merge). A tile is therefore
+either fully recorded or not at all. ``--resume`` reloads what was done, runs the
+rest (failed tiles again), and merges as an uninterrupted run would; the file is
+removed once the GeoPackage is complete. A fingerprint of the run's inputs and
+settings guards against resuming a different job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from geodet.detections import Detections
+from geodet.errors import InputError
+from geodet.worker import ChunkResult, TileOutcome
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (fingerprint TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tiles (scene INTEGER, tile_id INTEGER, status TEXT,
+    n_detections INTEGER, error TEXT, PRIMARY KEY (scene, tile_id));
+CREATE TABLE IF NOT EXISTS detections (scene INTEGER, tile_id INTEGER, x0 REAL, y0 REAL,
+    x1 REAL, y1 REAL, score REAL, class_id INTEGER, angle REAL);
+"""
+
+
+def progress_path(out: Path) -> Path:
+    return out.with_name(out.name + ".progress")
+
+
+class Progress:
+    """The progress file of one run (see module doc)."""
+
+    def __init__(self, out: Path, fingerprint: dict, resume: bool) -> None:
+        self.path = progress_path(out)
+        key = json.dumps(fingerprint, sort_keys=True)
+        if not resume:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self.db = sqlite3.connect(self.path)
+        self.db.executescript(SCHEMA)
+        row = self.db.execute("SELECT fingerprint FROM run").fetchone()
+        if row is None:
+            with self.db:
+                self.db.execute("INSERT INTO run VALUES (?)", (key,))
+        elif row[0] != key:
+            self.db.close()
+            raise InputError(
+                f"{self.path} belongs to a run with other inputs or settings: run the same "
+                "command to resume it, or leave out --resume to start afresh")
+
+    def done(self) -> tuple[dict[tuple[int, int], TileOutcome], Detections]:
+        """Outcomes of the tiles already done, and their detections."""
+        outcomes = {(s, t): TileOutcome(s, t, st, n, e) for s, t, st, n, e in self.db.execute(
+            "SELECT scene, tile_id, status, n_detections, error FROM tiles "
+            "WHERE status = 'done'")}
+        rows = np.array(self.db.execute(
+            "SELECT d.scene, d.tile_id, x0, y0, x1, y1, score, class_id, angle "
+            "FROM detections d JOIN tiles t USING (scene, tile_id) "
+            "WHERE t.status = 'done'").fetchall(), dtype=np.float64).reshape(-1, 9)
+        dets = Detections.build(rows[:, 2:6], rows[:, 6], rows[:, 7], rows[:, 0],
+                                rows[:, 1], rows[:, 8])
+        return outcomes, dets
+
+    def record(self, result: ChunkResult) -> None:
+        """Store one chunk's outcomes and detections in a single transaction."""
+        d = result.detections
+        with self.db:
+            keys = [(o.scene, o.tile_id) for o in result.tiles]
+            self.db.executemany("DELETE FROM detections WHERE scene = ? AND tile_id = ?",
+                                keys)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO tiles VALUES (?, ?, ?, ?, ?)",
+                [(o.scene, o.tile_id, o.status, o.n_detections, o.error)
+                 for o in result.tiles])
+            self.db.executemany(
+                "INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                zip(d.scene_ids.tolist(), d.tile_ids.tolist(), *d.boxes.T.tolist(),
+                    d.scores.tolist(), d.class_ids.tolist(), d.angles.tolist(),
+                    strict=True))
+
+    def finish(self) -> None:
+        """The output is complete: drop the progress file."""
+        self.db.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+
+    def close(self) -> None:
+        self.db.close()
