@@ -185,6 +185,12 @@ class TileReader:
             data = np.pad(data, ((0, 0), (0, out_size[1] - h), (0, out_size[0] - w)))
         return data, (w / spec.width, h / spec.height)
 
+    def forget(self, scene: int) -> None:
+        """Close a scene's dataset; the next read opens it afresh."""
+        ds = self._open.pop(scene, None)
+        if ds is not None:
+            ds.close()
+
     def close(self) -> None:
         for ds in self._open.values():
             ds.close()

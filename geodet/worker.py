@@ -23,6 +23,9 @@ from geodet.preprocess import to_model_input
 from geodet.raster import SceneInfo, TileReader
 from geodet.tiling import TileSpec, owned
 
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.1
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -81,17 +84,25 @@ class TileDetector:
         t = time.perf_counter()
         arrays, scales, errors = [], [], []
         for spec in specs:
+            arr, scale, error = self._read_tile(spec)
+            arrays.append(arr)
+            scales.append(scale)
+            errors.append(error)
+        return arrays, scales, errors, time.perf_counter() - t
+
+    def _read_tile(self, spec: TileSpec):
+        """Read one tile, retrying a failed read `READ_ATTEMPTS` times in all (with a
+        fresh dataset handle: remote reads fail transiently); then give the reason."""
+        for attempt in range(READ_ATTEMPTS):
             try:
                 arr, scale = self.reader.read(spec, self.s.input_size,
                                               self.s.tiles[spec.scene])
-                arrays.append(arr)
-                scales.append(scale)
-                errors.append("")
+                return arr, scale, ""
             except Exception as e:  # a corrupt block must not sink the other tiles
-                arrays.append(None)
-                scales.append(None)
-                errors.append(one_line("read failed", e))
-        return arrays, scales, errors, time.perf_counter() - t
+                error = e
+                self.reader.forget(spec.scene)
+                time.sleep(READ_BACKOFF_S * 2 ** attempt)
+        return None, None, one_line(f"read failed {READ_ATTEMPTS} times", error)
 
     def _infer(self, arrays: list[np.ndarray]) -> list:
         m = self.s.model
