@@ -4,14 +4,16 @@ Plain Ray actors, each holding one ONNX Runtime session and reading its own tile
 with a background thread, are fed chunks of tile specs; only detections come back.
 At most `CHUNKS_IN_FLIGHT` chunks per actor are outstanding, so memory is bounded by
 the tiles in flight, never by the scene size. (On few cores this measured faster
-than Ray Data's per-block machinery; see FIELD-NOTES and benchmarks/.)
+than Ray Data's per-block machinery: ../shared/FIELD-NOTES.md, Ray section.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 
 import ray
@@ -26,7 +28,7 @@ from geodet.worker import ChunkResult, RunSettings, TileDetector, TileOutcome
 LOCAL_NODE_IP = "127.0.0.2"
 CHUNKS_IN_FLIGHT = 2
 TILES_PER_CHUNK_BATCHES = 4
-ACTOR_RETRIES = 3
+CHUNK_ATTEMPTS = 3
 
 
 @contextlib.contextmanager
@@ -47,6 +49,10 @@ def ray_cluster(address: str | None) -> Iterator[None]:
                       include_dashboard=False)
     else:
         kwargs.update(address=address)
+        host = address.rsplit(":", 1)[0].removeprefix("ray://")
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host).is_loopback:  # a cluster on this machine:
+                kwargs.update(_node_ip_address=host)  # attach to its node, on loopback
     try:
         ray.init(**kwargs)
     except ConnectionError as e:
@@ -83,8 +89,9 @@ def plan_actors(device: str, workers: int | None = None) -> tuple[int, dict, str
 
 def start_detectors(settings: RunSettings, n: int, resources: dict) -> tuple[list, list[str]]:
     """Start ``n`` detector actors; return them and the execution provider each runs."""
-    remote = ray.remote(TileDetector).options(
-        max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES, **resources)
+    # No actor restarts: a dead actor's chunks go to the survivors (see run_tiles), so
+    # a lost node never leaves work waiting for resources that may not come back.
+    remote = ray.remote(TileDetector).options(max_restarts=0, **resources)
     actors = [remote.remote(settings) for _ in range(n)]
     try:
         return actors, ray.get([a.provider_name.remote() for a in actors])
@@ -92,29 +99,45 @@ def start_detectors(settings: RunSettings, n: int, resources: dict) -> tuple[lis
         raise GeodetError(f"the detector workers could not start: {e}") from None
 
 
+def _failed(part: list[TileSpec], reason: str) -> ChunkResult:
+    return ChunkResult(Detections.empty(),
+                       [TileOutcome(s.scene, s.tile_id, "failed", 0, reason) for s in part], "")
+
+
 def run_tiles(actors: list, specs: list[TileSpec], chunk: int) -> Iterator[ChunkResult]:
-    """Stream the results of all ``specs`` over the actors, as chunks complete."""
-    chunks = [specs[i:i + chunk] for i in range(0, len(specs), chunk)]
-    queue = iter(chunks)
+    """Stream the results of all ``specs`` over the actors, as chunks complete.
+
+    A chunk whose actor dies (its process or its node) goes back to the queue for
+    the surviving actors, up to `CHUNK_ATTEMPTS` times; a chunk that raises is
+    recorded as failed. Each tile's result is yielded exactly once.
+    """
+    queue = deque((specs[i:i + chunk], 0) for i in range(0, len(specs), chunk))
+    alive = list(actors)
     pending: dict = {}
 
-    def submit(actor) -> None:
-        part = next(queue, None)
-        if part is not None:
-            pending[actor.run.remote(part)] = (actor, part)
+    def fill() -> None:
+        for actor in alive:
+            busy = sum(a is actor for a, _, _ in pending.values())
+            for _ in range(CHUNKS_IN_FLIGHT - busy):
+                if queue:
+                    part, tries = queue.popleft()
+                    pending[actor.run.remote(part)] = (actor, part, tries)
 
-    for actor in actors:
-        for _ in range(CHUNKS_IN_FLIGHT):
-            submit(actor)
+    fill()
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
-        actor, part = pending.pop(ref)
+        actor, part, tries = pending.pop(ref)
         try:
-            result = ray.get(ref)
-        except ray.exceptions.RayError as e:  # retries exhausted: record, don't stop
-            reason = one_line("worker failed", e)
-            result = ChunkResult(
-                Detections.empty(),
-                [TileOutcome(s.scene, s.tile_id, "failed", 0, reason) for s in part], "")
-        yield result
-        submit(actor)
+            yield ray.get(ref)
+        except ray.exceptions.RayActorError as e:  # the worker or its node died
+            if actor in alive:
+                alive.remove(actor)
+            if tries + 1 < CHUNK_ATTEMPTS and alive:
+                queue.appendleft((part, tries + 1))
+            else:
+                yield _failed(part, one_line("worker died", e))
+        except ray.exceptions.RayError as e:
+            yield _failed(part, one_line("worker failed", e))
+        fill()
+    for part, _ in queue:  # no detector left alive
+        yield _failed(part, "no detector worker left alive")

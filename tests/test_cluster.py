@@ -7,8 +7,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -58,49 +56,9 @@ def test_kuberay_manifests():
     assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "CronJob"}
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """A separate `ray start --head` process on a loopback address, stopped after."""
-    if shutil.which("ray", path=os.path.dirname(sys.executable)) is None:
-        pytest.skip("the ray command is not installed beside this Python")
-    # Ray's fixed default for the agent's HTTP port (52365) may be taken by another
-    # cluster on this machine (the tests' own): give every port explicitly.
-    port, dash, agent = free_port(HEAD_IP), free_port(HEAD_IP), free_port(HEAD_IP)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
-         "--node-ip-address", HEAD_IP, "--port", str(port), "--dashboard-host", HEAD_IP,
-         "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
-         "--num-cpus", "2", "--num-gpus", "0",
-         "--include-dashboard", "true", "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    address = f"http://{HEAD_IP}:{dash}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with socket.create_connection((HEAD_IP, dash), timeout=1):
-                break
-        except OSError:
-            if head.poll() is not None:
-                pytest.fail(f"ray start failed: {head.stderr.read().decode()[-2000:]}")
-            time.sleep(1)
-    yield address, env
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-
-
-def test_ray_job_submit_runs_a_detection(tmp_path, ray_head, squares_model):
-    address, env = ray_head
+def test_ray_job_submit_runs_a_detection(tmp_path, ray_nodes, squares_model):
+    ray_nodes.head(dashboard=True)
+    address, env = ray_nodes.dashboard, ray_nodes.env
     scene = write_tif(tmp_path / "s.tif", scene_with_squares((300, 300), [(40, 50)]))
     out = tmp_path / "out.gpkg"
     submit = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit",
