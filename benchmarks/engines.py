@@ -20,21 +20,20 @@ import numpy as np
 import ray
 
 from geodet import engine
-from geodet.config import DetectConfig
 from geodet.demo import bundled_model
-from geodet.model import inspect_model
-from geodet.raster import open_scene
-from geodet.settings import resolve
+from geodet.detector import TileDetector
+from geodet.job import prepare
+from geodet.options import Options
+from geodet.settings import Settings
 from geodet.synthetic import vehicle_scene
-from geodet.tiling import plan_tiles
-from geodet.worker import RunSettings, TileDetector
 
 
 class DataDetector:
     """A Ray Data callable class around the same detector."""
 
-    def __init__(self, settings: RunSettings) -> None:
-        self.detector = TileDetector(settings)
+    def __init__(self, settings: Settings, options: Options, device: str,
+                 threads: int) -> None:
+        self.detector = TileDetector(settings, options, device, threads)
 
     def __call__(self, batch: dict) -> dict:
         result = self.detector.run(list(batch["spec"]))
@@ -50,24 +49,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="geodet-engines-"))
     scene_path = work / "scene.tif"
     vehicle_scene(scene_path, size=args.size, seed=3)
-    cfg = DetectConfig(scenes=[str(scene_path)], model=bundled_model())
-    info, scene = inspect_model(cfg.model), open_scene(scene_path)
-    eff = resolve(cfg, info, [scene])
-    specs = plan_tiles(scene.width, scene.height, eff.tiles[0], eff.overlap)
+    options = Options(batch_size=args.batch)
+    job = prepare(scene_path, bundled_model(), None, options)
+    specs = list(job.tiles)
     ray.init(address="local", _node_ip_address=engine.LOCAL_NODE_IP,
              include_dashboard=False, logging_level="ERROR")
     try:
-        n, resources, dev, threads = engine.plan_actors("cpu")
-        settings = RunSettings(
-            model=info, layout=eff.layout, scenes=(scene,), tiles=eff.tiles,
-            input_size=eff.model_tile, batch_size=args.batch, conf=eff.conf, iou=eff.iou,
-            own_cores=True, mean=eff.mean, std=eff.std, class_aware=True, device=dev,
-            threads=threads)
+        plan = engine.plan_actors("cpu")
+        n, threads = plan.count, plan.threads
         rows = []
         chunk = engine.TILES_PER_CHUNK_BATCHES * args.batch  # tiles per call, for both
 
         t = time.perf_counter()
-        actors, _ = engine.start_detectors(settings, n, resources)
+        actors, _ = engine.start_detectors(job.settings, options, plan)
         start = time.perf_counter() - t
         t = time.perf_counter()
         found = sum(len(r.detections) for r in engine.run_tiles(actors, specs, chunk))
@@ -77,8 +71,8 @@ def main() -> None:
 
         t = time.perf_counter()
         ds = ray.data.from_items([{"spec": s} for s in specs]).map_batches(
-            DataDetector, fn_constructor_args=(settings,), batch_size=chunk,
-            compute=ray.data.ActorPoolStrategy(size=n), **resources)
+            DataDetector, fn_constructor_args=(job.settings, options, plan.device, threads),
+            batch_size=chunk, compute=ray.data.ActorPoolStrategy(size=n), **plan.resources)
         found = sum(len(b["tile_id"]) for b in ds.iter_batches(batch_size=None))
         rows.append(("Ray Data map_batches", time.perf_counter() - t, float("nan"), found))
     finally:

@@ -9,5 +9,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from geodet.api import detect
 from geodet.errors import GeodetError, InputError, PartialRunError
+from geodet.options import Options
 
-__all__ = ["GeodetError", "InputError", "PartialRunError", "__version__", "detect"]
+__all__ = ["GeodetError", "InputError", "Options", "PartialRunError", "__version__", "detect"]

@@ -7,9 +7,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Literal, get_args, get_origin
 
 from geodet import __version__
-from geodet.errors import GeodetError, InputError
+from geodet.errors import GeodetError, InputError, PartialRunError
+from geodet.options import Options, describe_default
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,11 +20,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"geodet: error: {message}\n")
 
 
-def _bands(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bands must be like 1,2,3, got {text!r}") from None
+def _choices(annotation: object) -> tuple | None:
+    """The values of a ``Literal`` annotation, optional or not."""
+    for t in (annotation, *get_args(annotation)):
+        if get_origin(t) is Literal:
+            return get_args(t)
+    return None
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of `Options`, with its declared help and default. Values
+    stay strings: pydantic checks them, choices included, so that every bad value is
+    one line; flags not given are absent from the result."""
+    for name, info in Options.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kwargs: dict = {"dest": name, "default": argparse.SUPPRESS}
+        if info.annotation is bool:
+            kwargs["action"] = "store_false" if info.default else "store_true"
+            flag = flag.replace("--", "--no-") if info.default else flag
+            helptext = f"do not {info.description}" if info.default else info.description
+        else:
+            choices = _choices(info.annotation)
+            kwargs["metavar"] = f"{{{','.join(choices)}}}" if choices else name.upper()
+            shown = describe_default(info)
+            helptext = f"{info.description} (default: {shown})" if shown else info.description
+        parser.add_argument(flag, help=helptext, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,44 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "listing paths or URLs, one a line")
     d.add_argument("--model", required=True, help="ONNX detector (.onnx)")
     d.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
-    d.add_argument("--tile-size", type=int, help="tile side in scene pixels, resampled "
-                   "to the model's input (default: the model's input size, or the tile "
-                   "that gives the model its ground resolution)")
-    d.add_argument("--gsd", type=float, help="ground resolution the model was trained at, "
-                   "metres per pixel: tiles are resampled on the fly so the model sees it "
-                   "(default: the model's metadata, else the scene's own resolution)")
-    d.add_argument("--overlap", type=float, help="overlap of neighbouring tiles, "
-                   "fraction of the tile (default: model metadata, else 0.2)")
-    d.add_argument("--conf", type=float, help="minimum score (default: model metadata, "
-                   "else 0.25)")
-    d.add_argument("--iou", type=float, help="IoU above which overlapping boxes are "
-                   "duplicates (default: model metadata, else 0.5)")
-    d.add_argument("--merge", choices=["ownership", "nms", "nmm"], default="ownership",
-                   help="how duplicates across tile overlaps are resolved: ownership "
-                   "(default: each tile keeps objects centred in its core, then a seam "
-                   "pass), nms (global IoU suppression), nmm (merge on "
-                   "intersection-over-smaller, as SAHI)")
-    d.add_argument("--ios", type=float, default=0.5,
-                   help="intersection-over-smaller above which seam pieces (ownership) or "
-                   "boxes (nmm) are merged (default 0.5)")
-    d.add_argument("--class-agnostic", action="store_true",
-                   help="boxes of different classes may suppress each other")
-    d.add_argument("--batch-size", type=int, default=8, help="tiles per inference batch")
-    d.add_argument("--workers", type=int, help="number of detector actors (default: one "
-                   "per GPU, or one per 4 CPU cores)")
-    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: GPUs where the cluster has them, else CPU")
-    d.add_argument("--bands", type=_bands, help="bands fed to the model, e.g. 1,2,3 "
-                   "(default: all but alpha)")
-    d.add_argument("--layout", help="model output layout, when it is not detected")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    d.add_argument("--resume", action="store_true", help="continue an interrupted run of "
-                   "the same command from its progress file (OUT.gpkg.progress)")
-    d.add_argument("--out-crs", help="reproject all detections to this CRS (e.g. "
-                   "EPSG:4326); default: each scene's own, one layer per CRS if they differ")
-    d.add_argument("--address", help="Ray cluster to join ('auto' or host:port); "
-                   "default: RAY_ADDRESS if set, else a private local cluster")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(d)
 
     i = sub.add_parser("model-info", help="show what geodet reads from a model",
                        description="Inputs, outputs, detected layout, classes, ground "
@@ -107,24 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _detect(args: argparse.Namespace) -> int:
     from geodet.api import detect
 
-    result = detect(
-        args.scenes, args.model, args.out, tile_size=args.tile_size, gsd=args.gsd,
-        overlap=args.overlap,
-        conf=args.conf, iou=args.iou, merge=args.merge, ios=args.ios,
-        class_agnostic=args.class_agnostic, batch_size=args.batch_size,
-        workers=args.workers, device=args.device,
-        bands=args.bands, layout=args.layout, overwrite=args.overwrite,
-        out_crs=args.out_crs, resume=args.resume, address=args.address,
-        progress=not args.no_progress)
+    options = {k: v for k, v in vars(args).items() if k in Options.model_fields}
+    result = detect(args.scenes, args.model, args.out, **options)
     run = result.attrs["geodet"]
     print(f"{run['detections']} detections in {run['tiles_done']} tiles "
           f"({run['tiles_empty']} empty, {run['tiles_failed']} failed) on "
           f"{', '.join(json.loads(run['execution_providers']))} in "
           f"{run['seconds_total']:.1f} s -> {args.out}")
     if run["tiles_failed"]:
-        print(f"geodet: warning: {run['tiles_failed']} tiles failed; see the 'tiles' "
-              f"layer of {args.out} for the reasons", file=sys.stderr)
-        return 3
+        raise PartialRunError(f"{run['tiles_failed']} tiles failed; see the 'tiles' layer "
+                              f"of {args.out} for the reasons")
     return 0
 
 
@@ -164,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except InputError as e:
         print(f"geodet: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except PartialRunError as e:
+        print(f"geodet: warning: {e}", file=sys.stderr)
         return e.exit_code
     except GeodetError as e:
         print(f"geodet: failed: {e}", file=sys.stderr)

@@ -1,13 +1,14 @@
-"""`Detections`: the one value type that flows through every stage.
+"""The values that flow between stages: `Detections`, and what became of each tile.
 
-A struct of arrays: boxes are ``(N, 4)`` ``x0, y0, x1, y1`` in *scene pixel*
+`Detections` is a struct of arrays: boxes are ``(N, 4)`` ``x0, y0, x1, y1`` in *scene pixel*
 coordinates (pixel-edge convention: ``[0, 0, 1, 1]`` is the first pixel), so that
 merging happens in the raster's own grid and georeferencing happens once, at the end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 
 import numpy as np
 
@@ -77,3 +78,38 @@ class Detections:
         order = np.lexsort((b[:, 3], b[:, 2], b[:, 1], b[:, 0], self.class_ids,
                             -self.scores, self.scene_ids))
         return self.take(order)
+
+
+class TileStatus(StrEnum):
+    """What became of a tile; the `status` column of the tiles layer."""
+
+    DONE = "done"  # read and run through the model
+    EMPTY = "empty"  # no valid pixel: not run
+    FAILED = "failed"  # could not be read or run: see `TileOutcome.error`
+
+
+@dataclass(frozen=True)
+class TileOutcome:
+    """One tile's end: its status, how many detections it kept, why it failed."""
+
+    scene: int
+    tile_id: int
+    status: TileStatus
+    n_detections: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a detector returns for a chunk of tiles: never pixels."""
+
+    detections: Detections
+    tiles: tuple[TileOutcome, ...]
+    provider: str  # the ONNX Runtime execution provider that ran it ("" if none)
+    seconds: dict[str, float] = field(default_factory=dict)  # "read", "infer"
+
+    @classmethod
+    def failed(cls, specs, reason: str) -> ChunkResult:
+        """Every tile of ``specs`` failed for ``reason``."""
+        return cls(Detections.empty(), tuple(
+            TileOutcome(s.scene, s.tile_id, TileStatus.FAILED, 0, reason) for s in specs), "")

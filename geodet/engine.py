@@ -1,10 +1,11 @@
-"""Running tiles on Ray: the cluster connection, the detector actors, the dispatch loop.
+"""Executing a job on Ray: the cluster connection, the detector actors, the dispatch loop.
 
-Plain Ray actors, each holding one ONNX Runtime session and reading its own tiles
-with a background thread, are fed chunks of tile specs; only detections come back.
-At most `CHUNKS_IN_FLIGHT` chunks per actor are outstanding, so memory is bounded by
-the tiles in flight, never by the scene size. (On few cores this measured faster
-than Ray Data's per-block machinery: ../shared/FIELD-NOTES.md, Ray section.)
+Plain Ray actors (`geodet.detector.TileDetector`), each holding one ONNX Runtime
+session and reading its own tiles with a background thread, are fed chunks of tile
+specs; only detections come back. At most `CHUNKS_IN_FLIGHT` chunks per actor are
+outstanding, so memory is bounded by the tiles in flight, never by the scene size.
+On few cores this measured faster than Ray Data's per-block machinery
+(benchmarks/engines.py).
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import ipaddress
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import ray
 
-from geodet.detections import Detections
+from geodet.detections import ChunkResult, Detections, TileOutcome
+from geodet.detector import TileDetector
 from geodet.errors import GeodetError, InputError, one_line
+from geodet.options import Options
+from geodet.settings import Settings
 from geodet.tiling import TileSpec
-from geodet.worker import ChunkResult, RunSettings, TileDetector, TileOutcome
+
+log = logging.getLogger("geodet")
 
 #: The loopback address the embedded local cluster binds to. Ray rewrites 127.0.0.1
 #: to the machine's external address, but keeps other loopback addresses as given.
@@ -66,13 +72,31 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def plan_actors(device: str, workers: int | None = None) -> tuple[int, dict, str, int]:
-    """How many detector actors, with which resources, device and ORT threads.
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many detector actors, with which Ray resources, device and ORT threads."""
 
-    One actor per GPU where the cluster has GPUs (``workers`` actors sharing them, if
-    given); else CPU actors of up to 4 threads each, or ``workers`` actors sharing the
-    cluster's CPUs.
-    """
+    count: int
+    resources: dict
+    device: str  # "cpu" or "cuda"
+    threads: int
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What running a job gave: every tile's outcome and every kept detection."""
+
+    outcomes: tuple[TileOutcome, ...]
+    detections: Detections  # scene pixels, before the global merge
+    seconds: dict[str, float]  # summed over detectors: "read", "infer"
+    providers: tuple[str, ...]  # ONNX Runtime execution providers that ran
+    workers: int
+
+
+def plan_actors(device: str, workers: int | None = None) -> ActorPlan:
+    """One actor per GPU where the cluster has GPUs (``workers`` actors sharing them,
+    if given); else CPU actors of up to 4 threads each, or ``workers`` actors sharing
+    the cluster's CPUs."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     if device == "cuda" and gpus == 0:
@@ -80,31 +104,56 @@ def plan_actors(device: str, workers: int | None = None) -> tuple[int, dict, str
                          "or auto, or join a cluster with GPU nodes (--address)")
     if gpus and device in ("auto", "cuda"):
         n = workers or gpus
-        return n, {"num_gpus": min(1.0, gpus / n), "num_cpus": 1}, "cuda", 2
+        return ActorPlan(n, {"num_gpus": min(1.0, gpus / n), "num_cpus": 1}, "cuda", 2)
     if workers:
-        return workers, {"num_cpus": cpus / workers}, "cpu", max(1, cpus // workers)
+        return ActorPlan(workers, {"num_cpus": cpus / workers}, "cpu",
+                         max(1, cpus // workers))
     threads = min(4, cpus)
-    return max(1, cpus // threads), {"num_cpus": threads}, "cpu", threads
+    return ActorPlan(max(1, cpus // threads), {"num_cpus": threads}, "cpu", threads)
 
 
-def start_detectors(settings: RunSettings, n: int, resources: dict) -> tuple[list, list[str]]:
-    """Start ``n`` detector actors; return them and the execution provider each runs."""
+def start_detectors(settings: Settings, options: Options,
+                    plan: ActorPlan) -> tuple[list, list[str]]:
+    """Start the planned actors; return them and the execution provider each runs."""
     # No actor restarts: a dead actor's chunks go to the survivors (see run_tiles), so
     # a lost node never leaves work waiting for resources that may not come back.
-    remote = ray.remote(TileDetector).options(max_restarts=0, **resources)
-    actors = [remote.remote(settings) for _ in range(n)]
+    remote = ray.remote(TileDetector).options(max_restarts=0, **plan.resources)
+    actors = [remote.remote(settings, options, plan.device, plan.threads)
+              for _ in range(plan.count)]
     try:
-        return actors, ray.get([a.provider_name.remote() for a in actors])
+        providers = ray.get([a.provider_name.remote() for a in actors])
     except ray.exceptions.RayActorError as e:
         raise GeodetError(f"the detector workers could not start: {e}") from None
+    if plan.device == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
+        log.warning("GPU requested but ONNX Runtime runs on %s: check that "
+                    "onnxruntime-gpu and its CUDA libraries are installed", providers)
+    return actors, providers
 
 
-def _failed(part: list[TileSpec], reason: str) -> ChunkResult:
-    return ChunkResult(Detections.empty(),
-                       [TileOutcome(s.scene, s.tile_id, "failed", 0, reason) for s in part], "")
+def execute(settings: Settings, options: Options, todo: Sequence[TileSpec],
+            done: Sequence[ChunkResult] = (),
+            on_chunk: Callable[[ChunkResult], None] = lambda result: None) -> Execution:
+    """Run ``todo`` on detector actors, calling ``on_chunk`` as each chunk completes;
+    the execution also holds the results already ``done`` (empty or resumed tiles)."""
+    results = list(done)
+    with ray_cluster(options.address):
+        plan = plan_actors(options.device, options.workers)
+        actors, providers = start_detectors(settings, options, plan)
+        for result in run_tiles(actors, todo, TILES_PER_CHUNK_BATCHES * settings.batch_size):
+            on_chunk(result)
+            results.append(result)
+    seconds = {"read": 0.0, "infer": 0.0}
+    for result in results:
+        for k, v in result.seconds.items():
+            seconds[k] += v
+    used = {r.provider for r in results if r.provider} or set(providers)
+    return Execution(
+        outcomes=tuple(o for r in results for o in r.tiles),
+        detections=Detections.concat([r.detections for r in results]),
+        seconds=seconds, providers=tuple(sorted(used)), workers=plan.count)
 
 
-def run_tiles(actors: list, specs: list[TileSpec], chunk: int) -> Iterator[ChunkResult]:
+def run_tiles(actors: list, specs: Sequence[TileSpec], chunk: int) -> Iterator[ChunkResult]:
     """Stream the results of all ``specs`` over the actors, as chunks complete.
 
     A chunk whose actor dies (its process or its node) goes back to the queue for
@@ -135,9 +184,9 @@ def run_tiles(actors: list, specs: list[TileSpec], chunk: int) -> Iterator[Chunk
             if tries + 1 < CHUNK_ATTEMPTS and alive:
                 queue.appendleft((part, tries + 1))
             else:
-                yield _failed(part, one_line("worker died", e))
+                yield ChunkResult.failed(part, one_line("worker died", e))
         except ray.exceptions.RayError as e:
-            yield _failed(part, one_line("worker failed", e))
+            yield ChunkResult.failed(part, one_line("worker failed", e))
         fill()
     for part, _ in queue:  # no detector left alive
-        yield _failed(part, "no detector worker left alive")
+        yield ChunkResult.failed(part, "no detector worker left alive")

@@ -26,6 +26,7 @@ class InputError(GeodetError):
 
 
 class PartialRunError(GeodetError):
-    """The run finished and wrote its output, but some tiles failed."""
+    """The run finished and wrote its output, but some tiles failed (raised by the
+    CLI; the Python API reports them in ``result.attrs["geodet"]["tiles_failed"]``)."""
 
     exit_code = 3

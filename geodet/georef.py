@@ -1,4 +1,4 @@
-"""Georeferencing: scene-pixel boxes -> polygons in the scene's CRS.
+"""Georeferencing: tile pixels -> scene pixels -> polygons in the scene's CRS.
 
 Pixel-edge convention: ``transform * (col, row)`` is the *corner* of a pixel, so the
 box ``[0, 0, 1, 1]`` maps to exactly the footprint of the first pixel. All four
@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import shapely
 from affine import Affine
+
+from geodet.tiling import TileSpec
 
 
 def pixel_to_crs(transform: Affine, cols: np.ndarray, rows: np.ndarray):
@@ -32,3 +34,19 @@ def boxes_to_polygons(boxes: np.ndarray, transform: Affine,
         cols, rows = cx + dx * cos - dy * sin, cy + dx * sin + dy * cos
     xs, ys = pixel_to_crs(transform, cols, rows)
     return shapely.polygons(np.stack([xs, ys], axis=-1))
+
+
+def tile_to_scene(boxes: np.ndarray, angles: np.ndarray, scale: tuple[float, float],
+                  spec: TileSpec) -> np.ndarray:
+    """Boxes in a tile's model input -> scene pixels, clipped to the tile's window.
+
+    ``scale`` is ``(sx, sy)`` model pixels per scene pixel. Oriented boxes
+    (``angles != 0``) are not clipped: they are not rectangles in the scene's grid.
+    """
+    sx, sy = scale
+    boxes = boxes / np.array([sx, sy, sx, sy])
+    boxes += np.array([spec.col_off, spec.row_off, spec.col_off, spec.row_off])
+    x0, y0, x1, y1 = spec.bounds
+    upright = angles == 0
+    boxes[upright] = np.clip(boxes[upright], [x0, y0, x0, y0], [x1, y1, x1, y1])
+    return boxes

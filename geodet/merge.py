@@ -1,6 +1,6 @@
 """Merging detections across tiles.
 
-Strategies (`STRATEGIES`):
+Strategies (`Strategy`):
 
 - ``ownership`` (default): each tile keeps only the detections whose centre lies in
   its core (done in the worker, see `geodet.tiling.owned`); the cores partition the
@@ -20,13 +20,15 @@ of overlapping pairs, never with the square of the number of detections.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal, get_args
 
 import numpy as np
 import shapely
 
 from geodet.detections import Detections
 
-STRATEGIES = ("ownership", "nms", "nmm")
+Strategy = Literal["ownership", "nms", "nmm"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 
 def pair_overlaps(boxes: np.ndarray, i: np.ndarray, j: np.ndarray):
@@ -143,7 +145,7 @@ def seam_merge(dets: Detections, cores: np.ndarray, iou: float, ios: float,
     return Detections.concat([dets.take(~near), merged])
 
 
-def merge(dets: Detections, strategy: str, iou: float, ios: float, class_aware: bool = True,
+def merge(dets: Detections, strategy: Strategy, iou: float, ios: float, class_aware: bool = True,
           cores: np.ndarray | None = None) -> Detections:
     """The global merge of one run's detections, by ``strategy`` (see module doc);
     ``cores`` (the core of each detection's tile) is needed by ``ownership``."""

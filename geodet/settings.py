@@ -1,36 +1,47 @@
-"""Effective run settings: command line over model metadata over built-in defaults,
-each recorded with where it came from."""
+"""Effective run settings: the user's options over model metadata over the declared
+fallbacks, each recorded with where it came from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from geodet.config import DetectConfig
-from geodet.decode import DECODERS, detect_layout
+from geodet.decode import detect_layout
 from geodet.errors import InputError
 from geodet.model import ModelInfo
-from geodet.raster import SceneInfo
+from geodet.options import Options
+from geodet.scene import SceneInfo
 
-DEFAULTS = {"conf": 0.25, "iou": 0.5, "overlap": 0.2, "tile_size": 640}
 MIN_TILE = 16
 
 
 @dataclass(frozen=True)
-class Resolved:
+class Settings:
+    """Everything a detector needs to turn tiles into detections; sent once to each."""
+
+    model: ModelInfo
+    scenes: tuple[SceneInfo, ...]
     layout: str
     conf: float
     iou: float
     overlap: float
     gsd: float | None  # metres per pixel the model sees; None: the scenes' own
-    model_tile: tuple[int, int]  # (w, h) pixels per tile as the model sees them
+    input_size: tuple[int, int]  # (w, h) pixels per tile as the model sees them
     tiles: tuple[tuple[int, int], ...]  # (w, h) scene pixels per tile, per scene
-    mean: tuple[float, ...] | None
+    mean: tuple[float, ...] | None  # standardisation after scaling to 0..1
     std: tuple[float, ...] | None
+    batch_size: int  # tiles per inference call: the model's fixed batch, else the option
     sources: dict[str, dict]  # name -> {"value", "source"}
 
 
-def resolve(cfg: DetectConfig, model: ModelInfo, scenes: list[SceneInfo]) -> Resolved:
+def resolve(options: Options, model: ModelInfo, scenes: list[SceneInfo]) -> Settings:
     """Work out every setting of a run, raising `InputError` for contradictions."""
+    for s in scenes:
+        if len(s.bands) != model.channels:
+            raise InputError(
+                f"model takes {model.channels} channels but scene {s.path} gives "
+                f"{len(s.bands)} (bands {list(s.bands)}): choose bands with --bands, "
+                f"for example --bands {','.join(str(b) for b in range(1, model.channels + 1))}"
+            )
     sources: dict[str, dict] = {}
 
     def pick(name: str, cli_value):
@@ -39,41 +50,38 @@ def resolve(cfg: DetectConfig, model: ModelInfo, scenes: list[SceneInfo]) -> Res
         elif name in model.declared:
             value, key = model.declared[name]
             source = f"model metadata {key}"
-        elif name in DEFAULTS:
-            value, source = DEFAULTS[name], "default"
+        elif Options.fallback(name) is not None:
+            value, source = Options.fallback(name), "default"
         else:
             value, source = None, "none"
         sources[name] = {"value": value, "source": source}
         return value
 
-    if cfg.layout is not None:
-        if cfg.layout not in DECODERS:
-            raise InputError(f"unknown layout {cfg.layout!r}: choose one of "
-                             f"{', '.join(DECODERS)}")
-        layout, how = cfg.layout, "command line"
+    if options.layout is not None:
+        layout, how = options.layout, "command line"
     else:
         layout, how = detect_layout(model)
     sources["layout"] = {"value": layout, "source": how}
-    conf, iou, overlap = pick("conf", cfg.conf), pick("iou", cfg.iou), pick("overlap",
-                                                                              cfg.overlap)
+    conf, iou = pick("conf", options.conf), pick("iou", options.iou)
+    overlap = pick("overlap", options.overlap)
     for name, value in (("conf", conf), ("iou", iou), ("overlap", overlap)):
         if not (0 <= value < 1 if name == "overlap" else 0 <= value <= 1):
             raise InputError(f"model metadata gives {name} = {value}, out of range: set "
                              f"--{name}")
-    if cfg.gsd is not None and cfg.tile_size is not None:
+    if options.gsd is not None and options.tile_size is not None:
         raise InputError("give --gsd or --tile-size, not both: with --gsd the tile size "
                          "follows from the model's input")
-    gsd = None if cfg.tile_size is not None else pick("gsd", cfg.gsd)
+    gsd = None if options.tile_size is not None else pick("gsd", options.gsd)
 
     fixed = (model.width, model.height)
-    if cfg.tile_size is not None:  # scene pixels, resampled to a fixed input
-        model_tile = (model.width or cfg.tile_size, model.height or cfg.tile_size)
+    if options.tile_size is not None:  # scene pixels, resampled to a fixed input
+        model_tile = (model.width or options.tile_size, model.height or options.tile_size)
         # The tile's height follows the input's aspect: images are scaled uniformly,
         # never stretched.
-        side = (cfg.tile_size, max(MIN_TILE, round(cfg.tile_size * model_tile[1]
-                                                   / model_tile[0])))
+        side = (options.tile_size,
+                max(MIN_TILE, round(options.tile_size * model_tile[1] / model_tile[0])))
         tiles = tuple(side for _ in scenes)
-        sources["tile_size"] = {"value": cfg.tile_size, "source": "command line"}
+        sources["tile_size"] = {"value": options.tile_size, "source": "command line"}
     else:
         if None in fixed:
             side = int(pick("tile_size", None))
@@ -87,8 +95,9 @@ def resolve(cfg: DetectConfig, model: ModelInfo, scenes: list[SceneInfo]) -> Res
         if value is not None and len(value) not in (1, model.channels):
             raise InputError(f"model metadata {name} has {len(value)} values for "
                              f"{model.channels} channels")
-    return Resolved(layout=layout, conf=conf, iou=iou, overlap=overlap, gsd=gsd,
-                    model_tile=model_tile, tiles=tiles, mean=mean, std=std, sources=sources)
+    return Settings(model=model, scenes=tuple(scenes), layout=layout, conf=conf, iou=iou,
+                    overlap=overlap, gsd=gsd, input_size=model_tile, tiles=tiles, mean=mean,
+                    std=std, batch_size=model.batch or options.batch_size, sources=sources)
 
 
 def _scene_tile(model_tile: tuple[int, int], gsd: float | None,

@@ -13,6 +13,7 @@ core holds its centre.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,3 +87,15 @@ def owned(centres: np.ndarray, core: tuple[float, float, float, float]) -> np.nd
     x0, y0, x1, y1 = core
     cx, cy = centres[:, 0], centres[:, 1]
     return (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+
+
+def cores_of(tiles: Iterable[TileSpec], scene_ids: np.ndarray,
+             tile_ids: np.ndarray) -> np.ndarray:
+    """The core ``(N, 4)`` of the tile of each ``(scene_ids[k], tile_ids[k])``."""
+    tiles = list(tiles)
+    n_scenes = max((t.scene for t in tiles), default=-1) + 1
+    n_tiles = max((t.tile_id for t in tiles), default=-1) + 1
+    table = np.zeros((n_scenes, n_tiles, 4))
+    for t in tiles:
+        table[t.scene, t.tile_id] = t.core
+    return table[scene_ids, tile_ids]

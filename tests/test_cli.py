@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import pyogrio
 import pytest
 
 from geodet.cli import main
-from tests.helpers import scene_with_squares, write_tif
+from tests.helpers import corrupt_block, scene_with_squares, write_plain_tif, write_tif
 from tools.toy_models import bright_squares
 
 
@@ -49,12 +48,7 @@ def test_not_a_raster(tmp_path, capsys, squares_model):
 
 
 def test_scene_without_georeferencing(tmp_path, capsys, squares_model):
-    import rasterio
-
-    plain = tmp_path / "plain.tif"
-    with rasterio.open(plain, "w", driver="GTiff", width=8, height=8, count=3,
-                       dtype="uint8") as ds:
-        ds.write(np.zeros((3, 8, 8), np.uint8))
+    plain = write_plain_tif(tmp_path / "plain.tif")
     out = tmp_path / "o.gpkg"
     assert "no georeferencing" in run_error(
         capsys, ["detect", plain, "--model", squares_model, "--out", out])
@@ -154,8 +148,6 @@ def test_cli_end_to_end_in_a_fresh_process(tmp_path, scene, squares_model):
 
 
 def test_partial_run_exits_3(tmp_path, scene, squares_model, ray_local, capsys):
-    from tests.test_pipeline import corrupt_block
-
     tif = write_tif(tmp_path / "t.tif", scene_with_squares((256, 256), [(5, 5)]),
                     tiled=True, blockxsize=128, blockysize=128, compress="deflate",
                     interleave="band")

@@ -4,7 +4,6 @@ without CUDA), and a worker node killed mid-run."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pyogrio
 
 import geodet
-from tests.helpers import scene_with_squares, write_tif
+from tests.helpers import scene_with_squares, tiles_recorded, write_tif
 
 
 def busy_scene(tmp_path, size=1800):
@@ -21,14 +20,6 @@ def busy_scene(tmp_path, size=1800):
     corners = sorted({(int(x), int(y))
                       for x, y in rng.integers(0, size - 20, (1000, 2)) // 16 * 16})
     return write_tif(tmp_path / "s.tif", scene_with_squares((size, size), corners))
-
-
-def tiles_recorded(progress) -> int:
-    try:
-        with sqlite3.connect(f"file:{progress}?mode=ro", uri=True) as db:
-            return db.execute("SELECT count(*) FROM tiles").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def test_gpu_node_is_scheduled_and_falls_back_to_cpu(tmp_path, ray_nodes, squares_model):

@@ -11,8 +11,7 @@ from onnx import TensorProto
 
 import geodet
 from geodet.model import inspect_model
-from geodet.settings import DEFAULTS
-from tests.helpers import write_tif
+from tests.helpers import GSD, ORIGIN, write_tif
 from tools.toy_models import constant_outputs
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -62,8 +61,8 @@ def scene(tmp_path_factory):
 
 def check(result):
     got = result.sort_values("score", ascending=False)
-    x0, y0 = 500_000.0, 5_400_000.0
-    expected = [(x0 + b[0] * 0.1, y0 - b[3] * 0.1, x0 + b[2] * 0.1, y0 - b[1] * 0.1)
+    x0, y0 = ORIGIN
+    expected = [(x0 + b[0] * GSD, y0 - b[3] * GSD, x0 + b[2] * GSD, y0 - b[1] * GSD)
                 for b in BOXES]
     np.testing.assert_allclose([g.bounds for g in got.geometry], expected, atol=1e-6)
     np.testing.assert_allclose(got["score"], SCORES, rtol=1e-5)
@@ -76,8 +75,10 @@ def test_layout_is_detected_and_decoded_exactly(tmp_path, scene, layout):
     nc = 3 if layout == "detr" else 2  # [N, 6] with 2 classes reads as end2end
     onnx.save(constant_outputs(LAYOUTS[layout], names=dict(list(NAMES.items())[:nc])), path)
     result = geodet.detect(scene, path, conf=0.5, progress=False)
-    assert json.loads(json.dumps(result.attrs["geodet"]["layout"])) == layout
+    assert result.attrs["geodet"]["layout"] == layout
     check(result)
+    settings = json.loads(result.attrs["geodet"]["settings"])
+    assert settings["iou"] == {"value": 0.5, "source": "default"}  # no metadata, no option
 
 
 def test_layout_override(tmp_path, scene):
@@ -112,7 +113,6 @@ def test_geodeep_dialect_nhwc_float16(tmp_path, scene):
     lower = geodet.detect(scene, path, conf=0.1, progress=False)
     assert len(lower) == 3
     assert json.loads(lower.attrs["geodet"]["settings"])["conf"]["source"] == "command line"
-    assert DEFAULTS["conf"] == 0.25
 
 
 def test_model_info(tmp_path, capsys):
@@ -146,7 +146,7 @@ def test_oriented_boxes_become_rotated_polygons(tmp_path, scene):
     c, s = np.cos(angle), np.sin(angle)
     corners = [(32 + dx * c - dy * s, 30 + dx * s + dy * c)
                for dx, dy in ((-10, -4), (10, -4), (10, 4), (-10, 4))]
-    expected = [(500_000 + x * 0.1, 5_400_000 - y * 0.1) for x, y in corners]
+    expected = [(ORIGIN[0] + x * GSD, ORIGIN[1] - y * GSD) for x, y in corners]
     np.testing.assert_allclose(np.array(poly.exterior.coords)[:4], expected, atol=1e-6)
     assert result["class_name"].tolist() == ["truck"]
     assert abs(poly.area - 20 * 8 * 0.01) < 1e-9
@@ -162,14 +162,13 @@ def test_obb_is_recognised_by_shape(tmp_path):
 
 
 def test_tile_size_keeps_the_aspect_of_a_wide_input(tmp_path):
-    from geodet.config import DetectConfig
-    from geodet.raster import open_scene
+    from geodet.options import Options
+    from geodet.scene import open_scene
     from geodet.settings import resolve
 
     path = tmp_path / "wide.onnx"
     onnx.save(constant_outputs(LAYOUTS["end2end"], size=64), path)
     wide = inspect_model(path).__class__(**{**inspect_model(path).__dict__, "width": 128})
     s = write_tif(tmp_path / "s.tif", np.zeros((3, 300, 300), np.uint8))
-    cfg = DetectConfig(scenes=[str(s)], model=str(path), tile_size=256)
-    eff = resolve(cfg, wide, [open_scene(s)])
-    assert eff.model_tile == (128, 64) and eff.tiles == ((256, 128),)
+    settings = resolve(Options(tile_size=256), wide, [open_scene(s)])
+    assert settings.input_size == (128, 64) and settings.tiles == ((256, 128),)

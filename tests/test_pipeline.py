@@ -8,26 +8,17 @@ import numpy as np
 import onnx
 import pyogrio
 import pytest
-import rasterio
 import shapely
 from affine import Affine
 
 import geodet
 from geodet.errors import InputError
-from tests.helpers import scene_with_squares, write_tif
+from tests.helpers import GSD, ORIGIN, corrupt_block, footprint, scene_with_squares, write_tif
 from tools.toy_models import bright_squares
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 K = 12  # side of the bright squares the test model finds
-GSD = 0.1
-ORIGIN = (500_000.0, 5_400_000.0)
-
-
-def footprint(x: float, y: float, k: int = K) -> shapely.Polygon:
-    """The CRS footprint of a k x k square whose top-left pixel is (x, y)."""
-    return shapely.box(ORIGIN[0] + x * GSD, ORIGIN[1] - (y + k) * GSD,
-                       ORIGIN[0] + (x + k) * GSD, ORIGIN[1] - y * GSD)
 
 
 def assert_same_boxes(result, expected: list[shapely.Polygon]) -> None:
@@ -176,16 +167,6 @@ def test_bad_out_crs(tmp_path, squares_model):
         geodet.detect(a, squares_model, tmp_path / "o.gpkg", out_crs="EPSG:nope",
                       progress=False)
     assert not (tmp_path / "o.gpkg").exists()
-
-
-def corrupt_block(path, row: int, col: int) -> None:
-    """Overwrite the compressed bytes of one internal block with garbage."""
-    with rasterio.open(path) as ds:
-        offset = int(ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1))
-        size = int(ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1))
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write((b"\xff\x00garbage" * (size // 9 + 1))[:size])
 
 
 def test_unreadable_tile_is_recorded_as_failed(tmp_path, squares_model):

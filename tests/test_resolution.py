@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 import geodet
 from geodet.errors import InputError
 from geodet.evaluate import evaluate
-from geodet.raster import ground_resolution
+from geodet.scene import ground_resolution
 from tests.helpers import scene_with_squares, write_tif
 from tools.toy_models import bright_squares
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 
 import geodet
 from geodet.errors import InputError
-from tests.helpers import scene_with_squares, write_tif
+from tests.helpers import scene_with_squares, tiles_recorded, write_tif
 
 
 def squares_everywhere(tmp_path, size=1600):
@@ -23,14 +22,6 @@ def squares_everywhere(tmp_path, size=1600):
     corners = sorted({(int(x), int(y)) for x, y in rng.integers(0, size - 20, (900, 2)) // 16
                       * 16})
     return write_tif(tmp_path / "s.tif", scene_with_squares((size, size), corners))
-
-
-def tiles_recorded(progress) -> int:
-    try:
-        with sqlite3.connect(f"file:{progress}?mode=ro", uri=True) as db:
-            return db.execute("SELECT count(*) FROM tiles").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def cli(*args):
@@ -88,9 +79,10 @@ def _group_alive(pgid: int) -> bool:
 def test_resume_refuses_a_different_run(tmp_path, squares_model):
     scene = write_tif(tmp_path / "s.tif", scene_with_squares((100, 100), [(5, 5)]))
     out = tmp_path / "o.gpkg"
-    from geodet.progress import Progress
+    from geodet.resume import ResumeRecord
 
-    Progress(out, {"something": "else"}, resume=False).close()
+    with ResumeRecord(out, {"something": "else"}, resume=False):
+        pass
     with pytest.raises(InputError, match="belongs to a run with other inputs"):
         geodet.detect(scene, squares_model, out, resume=True, progress=False)
     geodet.detect(scene, squares_model, out, progress=False)  # without --resume: afresh

@@ -6,7 +6,8 @@ detections it kept (in scene pixels, before the global merge). A tile is therefo
 either fully recorded or not at all. ``--resume`` reloads what was done, runs the
 rest (failed tiles again), and merges as an uninterrupted run would; the file is
 removed once the GeoPackage is complete. A fingerprint of the run's inputs and
-settings guards against resuming a different job.
+settings (`geodet.provenance.fingerprint`) guards against resuming a different job.
+A run without an output records nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from geodet.detections import Detections
+from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.errors import InputError
-from geodet.worker import ChunkResult, TileOutcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (fingerprint TEXT NOT NULL);
@@ -36,16 +36,17 @@ def progress_path(out: Path) -> Path:
     return out.with_name(out.name + ".progress")
 
 
-class Progress:
-    """The progress file of one run (see module doc)."""
+class ResumeRecord:
+    """The progress record of one run (see module doc); a context manager that closes
+    it on every path. ``out`` None: nothing is recorded."""
 
-    def __init__(self, out: Path, fingerprint: dict, resume: bool) -> None:
-        self.path = progress_path(out)
+    def __init__(self, out: Path | None, fingerprint: dict, resume: bool) -> None:
+        self.path = progress_path(out) if out is not None else None
         key = json.dumps(fingerprint, sort_keys=True)
-        if not resume:
+        if self.path is not None and not resume:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        self.db = sqlite3.connect(self.path)
+        self.db = sqlite3.connect(self.path or ":memory:")
         self.db.executescript(SCHEMA)
         row = self.db.execute("SELECT fingerprint FROM run").fetchone()
         if row is None:
@@ -57,21 +58,29 @@ class Progress:
                 f"{self.path} belongs to a run with other inputs or settings: run the same "
                 "command to resume it, or leave out --resume to start afresh")
 
-    def done(self) -> tuple[dict[tuple[int, int], TileOutcome], Detections]:
-        """Outcomes of the tiles already done, and their detections."""
-        outcomes = {(s, t): TileOutcome(s, t, st, n, e) for s, t, st, n, e in self.db.execute(
-            "SELECT scene, tile_id, status, n_detections, error FROM tiles "
-            "WHERE status = 'done'")}
+    def __enter__(self) -> ResumeRecord:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+
+    def done(self) -> ChunkResult:
+        """The tiles already done, with their detections."""
+        outcomes = tuple(TileOutcome(s, t, TileStatus(st), n, e) for s, t, st, n, e in
+                         self.db.execute("SELECT scene, tile_id, status, n_detections, error "
+                                         "FROM tiles WHERE status = 'done'"))
         rows = np.array(self.db.execute(
             "SELECT d.scene, d.tile_id, x0, y0, x1, y1, score, class_id, angle "
             "FROM detections d JOIN tiles t USING (scene, tile_id) "
             "WHERE t.status = 'done'").fetchall(), dtype=np.float64).reshape(-1, 9)
         dets = Detections.build(rows[:, 2:6], rows[:, 6], rows[:, 7], rows[:, 0],
                                 rows[:, 1], rows[:, 8])
-        return outcomes, dets
+        return ChunkResult(dets, outcomes, "")
 
-    def record(self, result: ChunkResult) -> None:
+    def add(self, result: ChunkResult) -> None:
         """Store one chunk's outcomes and detections in a single transaction."""
+        if self.path is None:
+            return
         d = result.detections
         with self.db:
             keys = [(o.scene, o.tile_id) for o in result.tiles]
@@ -79,7 +88,7 @@ class Progress:
                                 keys)
             self.db.executemany(
                 "INSERT OR REPLACE INTO tiles VALUES (?, ?, ?, ?, ?)",
-                [(o.scene, o.tile_id, o.status, o.n_detections, o.error)
+                [(o.scene, o.tile_id, str(o.status), o.n_detections, o.error)
                  for o in result.tiles])
             self.db.executemany(
                 "INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -90,8 +99,6 @@ class Progress:
     def finish(self) -> None:
         """The output is complete: drop the progress file."""
         self.db.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
-
-    def close(self) -> None:
-        self.db.close()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)

@@ -1,0 +1,125 @@
+"""Every option of a detection run, declared once.
+
+`Options` is the one source of names, types, ranges, defaults and help texts. The
+Python API (`geodet.detect(..., **options)`) validates its keyword arguments with
+it, and the CLI builds its flags from it (`geodet.cli`), so an option is added here
+and in the stage that uses it, nowhere else. Values may arrive as Python values or
+as the strings of a command line: pydantic converts and checks both alike.
+
+Options that the model's metadata may set (``conf``, ``iou``, ``overlap``...) are
+None by default; `geodet.settings.resolve` fills them from the metadata, else from
+their declared ``fallback``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+
+from geodet.decode import DECODERS
+from geodet.errors import InputError
+from geodet.merge import Strategy
+
+
+def option(default: Any, help: str, *, fallback: Any = None, shown: str | None = None,
+           **checks: Any) -> Any:
+    """A declared option: its default, help text and checks (pydantic's ``ge``...).
+
+    ``fallback``: the value used when neither the user nor the model's metadata sets
+    it. ``shown``: how the default is described in the help, when it is not a value.
+    """
+    extra = {k: v for k, v in (("fallback", fallback), ("shown", shown)) if v is not None}
+    return Field(default, description=help, json_schema_extra=extra or None, **checks)
+
+
+class Options(BaseModel):
+    """The options of `geodet.detect` and `geodet detect`; checked on creation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tile_size: int | None = option(
+        None, "tile width in scene pixels, resampled to the model's input; the height "
+        "follows the input's aspect (instead of --gsd)", fallback=640,
+        shown="the model's input size, or the tile that gives the model its ground "
+        "resolution", ge=16, le=16384)
+    gsd: float | None = option(
+        None, "ground resolution the model was trained at, in metres per pixel: tiles "
+        "are resampled on the fly so that the model sees it",
+        shown="model metadata, else the scene's own", gt=0, le=10000)
+    overlap: float | None = option(
+        None, "overlap of neighbouring tiles, as a fraction of the tile; objects smaller "
+        "than the overlap are never cut in two", fallback=0.2, ge=0, lt=1)
+    conf: float | None = option(None, "minimum score", fallback=0.25, ge=0, le=1)
+    iou: float | None = option(
+        None, "boxes of one class overlapping more than this (intersection over union) "
+        "are duplicates", fallback=0.5, gt=0, le=1)
+    merge: Strategy = option(
+        "ownership", "how duplicates across tile overlaps are resolved: ownership (each "
+        "tile keeps the objects centred in its core, then a seam pass), nms (global IoU "
+        "suppression) or nmm (merging on intersection over the smaller box, as SAHI)")
+    ios: float = option(
+        0.5, "intersection over the smaller box above which pieces of one object are "
+        "united (seam pass, nmm)", gt=0, le=1)
+    class_agnostic: bool = option(False, "boxes of different classes may suppress each "
+                                  "other")
+    batch_size: int = option(8, "tiles per inference call (models with a fixed batch use "
+                             "theirs)", ge=1, le=1024)
+    workers: int | None = option(None, "number of detector processes",
+                                 shown="one per GPU, or one per 4 CPU cores", ge=1, le=4096)
+    device: Literal["auto", "cpu", "cuda"] = option(
+        "auto", "auto: GPUs where the Ray cluster has them, else CPU; cuda fails where "
+        "there is no GPU")
+    bands: tuple[Annotated[int, Field(ge=1)], ...] | None = option(
+        None, "bands fed to the model, in order, for example 1,2,3 or 3,2,1 for a BGR "
+        "model", shown="all but alpha", min_length=1)
+    layout: Literal[tuple(DECODERS)] | None = option(  # type: ignore[valid-type]
+        None, "the model's output layout, when geodet cannot tell it", shown="detected")
+    out_crs: str | None = option(
+        None, "reproject all detections and tiles to this CRS, for example EPSG:4326",
+        shown="each scene's own, one layer per CRS if they differ")
+    overwrite: bool = option(False, "replace an existing output")
+    resume: bool = option(False, "continue an interrupted run of the same command from "
+                          "its progress file (OUT.gpkg.progress)")
+    address: str | None = option(None, "Ray cluster to join: auto, or HOST:PORT",
+                                 shown="RAY_ADDRESS if set, else a private local cluster")
+    progress: bool = option(True, "show a progress bar")
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """``"1,2,3"`` (a command line) -> ``[1, 2, 3]``."""
+        return value.split(",") if isinstance(value, str) else value
+
+    @classmethod
+    def parse(cls, **values: Any) -> Options:
+        """Options from keyword values; anything invalid is one `InputError` line."""
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"] if isinstance(p, str))
+            name = where.replace("_", "-") or "option"
+            if first["type"] == "extra_forbidden":
+                raise InputError(f"unknown option {name}: the options are "
+                                 f"{', '.join(n.replace('_', '-') for n in cls.model_fields)}"
+                                 ) from None
+            what = "unknown" if first["type"] == "literal_error" else "invalid"
+            raise InputError(f"{what} {name}: {first['msg']} "
+                             f"(got {first.get('input')!r})") from None
+
+    @classmethod
+    def fallback(cls, name: str) -> Any:
+        """The declared value of ``name`` when neither the user nor the model sets it."""
+        return (cls.model_fields[name].json_schema_extra or {}).get("fallback")
+
+
+def describe_default(info: FieldInfo) -> str:
+    """The default of an option as the help shows it ("" for flags)."""
+    extra = info.json_schema_extra or {}
+    if "shown" in extra:
+        return str(extra["shown"])
+    if "fallback" in extra:
+        return f"model metadata, else {extra['fallback']}"
+    return "" if info.default is None or isinstance(info.default, bool) else str(info.default)

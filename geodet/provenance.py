@@ -1,0 +1,60 @@
+"""What a run records about itself: the `geodet_runs` row and the resume fingerprint."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from geodet import __version__
+from geodet.detections import TileStatus
+from geodet.engine import Execution
+from geodet.job import Job
+
+
+def parameters(job: Job) -> dict:
+    """The effective parameters of a run, as stored in ``geodet_runs.parameters``."""
+    s, o = job.settings, job.options
+    return {
+        "tiles": [list(t) for t in s.tiles], "input_size": list(s.input_size),
+        "overlap": s.overlap, "conf": s.conf, "iou": s.iou, "gsd": s.gsd,
+        "merge": o.merge, "ios": o.ios, "class_agnostic": o.class_agnostic,
+        "batch_size": o.batch_size, "device": o.device,
+        "bands": [list(sc.bands) for sc in s.scenes],
+        "scene_gsd": [list(sc.gsd) if sc.gsd else None for sc in s.scenes]}
+
+
+def fingerprint(job: Job) -> dict:
+    """What must be equal for a progress record to be resumed: the model, the scenes
+    and every parameter that changes detections (not how fast they are computed)."""
+    changes_results = {k: v for k, v in parameters(job).items()
+                       if k not in ("batch_size", "device")}
+    s = job.settings
+    return {"model": s.model.sha256, "scenes": [sc.path for sc in s.scenes],
+            "layout": s.layout, "mean": s.mean, "std": s.std, **changes_results}
+
+
+def run_record(job: Job, execution: Execution, detections: int, started: datetime,
+               merge_seconds: float) -> dict:
+    """The run's ``geodet_runs`` row: provenance, tile counts and timings (read and
+    infer summed over the detectors; the total is wall time up to now)."""
+    s, now = job.settings, datetime.now(UTC)
+    seconds = {**execution.seconds, "merge": merge_seconds}
+    statuses = [o.status for o in execution.outcomes]
+    return {
+        "geodet_version": __version__,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "model": s.model.path, "model_sha256": s.model.sha256, "layout": s.layout,
+        "classes": json.dumps({str(k): v for k, v in s.model.names.items()}),
+        "settings": json.dumps(s.sources),
+        "parameters": json.dumps(parameters(job)),
+        "scenes": json.dumps([sc.path for sc in s.scenes]),
+        "execution_providers": json.dumps(list(execution.providers)),
+        "workers": execution.workers,
+        "tiles_total": len(job.tiles), "tiles_done": statuses.count(TileStatus.DONE),
+        "tiles_empty": statuses.count(TileStatus.EMPTY),
+        "tiles_failed": statuses.count(TileStatus.FAILED),
+        "detections": detections,
+        "seconds_total": round((now - started).total_seconds(), 3),
+        "finished_utc": now.isoformat(timespec="seconds"),
+        **{f"seconds_{k}": round(v, 3) for k, v in seconds.items()},
+    }
