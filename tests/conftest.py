@@ -15,6 +15,8 @@ import pytest
 from tests.ray_nodes import RayNodes
 from tools.toy_models import bright_squares
 
+pytest_plugins = ["tests.servers"]  # http_server, s3_server
+
 #: Loopback address for the test cluster (Ray keeps it; it rewrites 127.0.0.1).
 TEST_NODE_IP = "127.0.0.3"
 
