@@ -51,7 +51,7 @@ def main() -> None:
     vehicle_scene(scene_path, size=args.size, seed=3)
     options = Options(batch_size=args.batch)
     job = prepare(scene_path, bundled_model(), None, options)
-    specs = list(job.tiles)
+    specs = list(job.grids[0])
     ray.init(address="local", _node_ip_address=engine.LOCAL_NODE_IP,
              include_dashboard=False, logging_level="ERROR")
     try:

@@ -1,9 +1,9 @@
 """`geodet.detect`: the pipeline, as the data flows.
 
 prepare (`geodet.job`: check every input, plan the tiles) -> execute (`geodet.engine`:
-read, infer, decode on Ray actors, recorded for resume by `geodet.resume`) -> merge
-(`geodet.merge`) -> layers (`geodet.layers`: georeferenced frames) -> run record
-(`geodet.provenance`) -> write (`geodet.write`).
+read, infer, decode on Ray actors, each chunk recorded for resume by `geodet.resume`)
+-> merge (`geodet.merge`) -> layers (`geodet.layers`: georeferenced frames) -> run
+record (`geodet.provenance`) -> write (`geodet.write`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import geopandas as gpd
 from tqdm import tqdm
 
 from geodet import engine, layers
-from geodet.detections import ChunkResult
+from geodet.detections import ChunkResult, Detections
 from geodet.job import PathLike, prepare
 from geodet.merge import merge
 from geodet.options import Options
 from geodet.provenance import fingerprint, run_record
 from geodet.resume import ResumeRecord
-from geodet.tiling import cores_of
 from geodet.write import write_geopackage
 
 
@@ -44,30 +43,29 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
     started = datetime.now(UTC)
     job = prepare(scenes, model, out, Options.parse(**options))
     with ResumeRecord(job.out, fingerprint(job), job.options.resume) as record:
-        done = record.done()
-        todo = job.todo(done)
-        with tqdm(total=len(todo), unit="tile", desc="detect", dynamic_ncols=True,
-                  disable=not job.options.progress) as bar:
+        resumed = record.done([len(g) for g in job.grids])
+        with tqdm(total=job.n_todo(resumed.done), unit="tile", desc="detect",
+                  dynamic_ncols=True, disable=not job.options.progress) as bar:
 
             def on_chunk(result: ChunkResult) -> None:
                 record.add(result)
                 bar.update(len(result.tiles))
 
-            execution = engine.execute(job.settings, job.options, todo,
-                                       done=(job.empty, done), on_chunk=on_chunk)
+            execution = engine.execute(job.settings, job.options, job.todo(resumed.done),
+                                       on_chunk)
         t = time.perf_counter()
-        found = execution.detections
+        found = Detections.concat([resumed.detections, execution.detections])
         merged = merge(found, job.options.merge, job.settings.iou, job.options.ios,
                        not job.options.class_agnostic,
-                       cores=cores_of(job.tiles, found.scene_ids, found.tile_ids)).sorted()
+                       cores=job.cores(found.scene_ids, found.tile_ids)).sorted()
         merge_seconds = time.perf_counter() - t
         frames = layers.detection_frames(job, merged)
         result = layers.result_frame(job, frames)
-        result.attrs["geodet"] = run = run_record(job, execution, len(result), started,
-                                                  merge_seconds)
+        result.attrs["geodet"] = run = run_record(job, execution, resumed.count, len(result),
+                                                  started, merge_seconds)
         if job.out is not None:
             write_geopackage(job.out, layers.detection_layers(job, frames),
-                             layers.tile_layers(job, execution.outcomes), run,
+                             layers.tile_layers(job, record), run,
                              sorted({*job.settings.model.names.values(),
                                      *result["class_name"]}))
             record.finish()

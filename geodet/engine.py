@@ -14,13 +14,14 @@ import contextlib
 import ipaddress
 import logging
 import os
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import ray
 
-from geodet.detections import ChunkResult, Detections, TileOutcome
+from geodet.detections import ChunkResult, Detections, TileStatus
 from geodet.detector import TileDetector
 from geodet.errors import GeodetError, InputError, one_line
 from geodet.options import Options
@@ -84,9 +85,9 @@ class ActorPlan:
 
 @dataclass(frozen=True)
 class Execution:
-    """What running a job gave: every tile's outcome and every kept detection."""
+    """What running tiles gave: how many ended how, and every kept detection."""
 
-    outcomes: tuple[TileOutcome, ...]
+    counts: dict[TileStatus, int]  # tiles run, by outcome
     detections: Detections  # scene pixels, before the global merge
     seconds: dict[str, float]  # summed over detectors: "read", "infer"
     providers: tuple[str, ...]  # ONNX Runtime execution providers that ran
@@ -130,47 +131,56 @@ def start_detectors(settings: Settings, options: Options,
     return actors, providers
 
 
-def execute(settings: Settings, options: Options, todo: Sequence[TileSpec],
-            done: Sequence[ChunkResult] = (),
+def execute(settings: Settings, options: Options, todo: Iterable[TileSpec],
             on_chunk: Callable[[ChunkResult], None] = lambda result: None) -> Execution:
-    """Run ``todo`` on detector actors, calling ``on_chunk`` as each chunk completes;
-    the execution also holds the results already ``done`` (empty or resumed tiles)."""
-    results = list(done)
+    """Run the tiles ``todo`` on detector actors, calling ``on_chunk`` as each chunk
+    completes. Only detections and counts are kept: memory follows the objects found
+    and the tiles in flight, not the number of tiles."""
+    parts, counts = [], Counter()
+    seconds, used = {"read": 0.0, "infer": 0.0}, set()
     with ray_cluster(options.address):
         plan = plan_actors(options.device, options.workers)
         actors, providers = start_detectors(settings, options, plan)
         for result in run_tiles(actors, todo, TILES_PER_CHUNK_BATCHES * settings.batch_size):
             on_chunk(result)
-            results.append(result)
-    seconds = {"read": 0.0, "infer": 0.0}
-    for result in results:
-        for k, v in result.seconds.items():
-            seconds[k] += v
-    used = {r.provider for r in results if r.provider} or set(providers)
-    return Execution(
-        outcomes=tuple(o for r in results for o in r.tiles),
-        detections=Detections.concat([r.detections for r in results]),
-        seconds=seconds, providers=tuple(sorted(used)), workers=plan.count)
+            parts.append(result.detections)
+            counts.update(o.status for o in result.tiles)
+            for k, v in result.seconds.items():
+                seconds[k] += v
+            used.add(result.provider)
+    used.discard("")
+    return Execution(counts=dict(counts), detections=Detections.concat(parts),
+                     seconds=seconds, providers=tuple(sorted(used or set(providers))),
+                     workers=plan.count)
 
 
-def run_tiles(actors: list, specs: Sequence[TileSpec], chunk: int) -> Iterator[ChunkResult]:
+def run_tiles(actors: list, specs: Iterable[TileSpec], chunk: int) -> Iterator[ChunkResult]:
     """Stream the results of all ``specs`` over the actors, as chunks complete.
 
-    A chunk whose actor dies (its process or its node) goes back to the queue for
-    the surviving actors, up to `CHUNK_ATTEMPTS` times; a chunk that raises is
-    recorded as failed. Each tile's result is yielded exactly once.
+    Specs are drawn from the iterable only as actors free up, so a plan of any size
+    is never held. A chunk whose actor dies (its process or its node) goes back to
+    the queue for the surviving actors, up to `CHUNK_ATTEMPTS` times; a chunk that
+    raises is recorded as failed. Each tile's result is yielded exactly once.
     """
-    queue = deque((specs[i:i + chunk], 0) for i in range(0, len(specs), chunk))
+    fresh = iter(specs)
+    retry: deque[tuple[list[TileSpec], int]] = deque()
     alive = list(actors)
     pending: dict = {}
+
+    def next_part() -> tuple[list[TileSpec], int] | None:
+        if retry:
+            return retry.popleft()
+        part = list(islice(fresh, chunk))
+        return (part, 0) if part else None
 
     def fill() -> None:
         for actor in alive:
             busy = sum(a is actor for a, _, _ in pending.values())
             for _ in range(CHUNKS_IN_FLIGHT - busy):
-                if queue:
-                    part, tries = queue.popleft()
-                    pending[actor.run.remote(part)] = (actor, part, tries)
+                if (item := next_part()) is None:
+                    return
+                part, tries = item
+                pending[actor.run.remote(part)] = (actor, part, tries)
 
     fill()
     while pending:
@@ -182,11 +192,11 @@ def run_tiles(actors: list, specs: Sequence[TileSpec], chunk: int) -> Iterator[C
             if actor in alive:
                 alive.remove(actor)
             if tries + 1 < CHUNK_ATTEMPTS and alive:
-                queue.appendleft((part, tries + 1))
+                retry.appendleft((part, tries + 1))
             else:
                 yield ChunkResult.failed(part, one_line("worker died", e))
         except ray.exceptions.RayError as e:
             yield ChunkResult.failed(part, one_line("worker failed", e))
         fill()
-    for part, _ in queue:  # no detector left alive
-        yield ChunkResult.failed(part, "no detector worker left alive")
+    while (item := next_part()) is not None:  # no detector left alive
+        yield ChunkResult.failed(item[0], "no detector worker left alive")

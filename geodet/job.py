@@ -2,19 +2,21 @@
 
 `prepare` raises `InputError` for anything the user can fix (scenes, model, output,
 options that contradict each other) before a cluster is started or a file written.
+Tiles are planned lazily (`geodet.tiling.Grid`): a job over a raster of any size
+holds a few numbers and one bool per tile, and tile specs are made as they are sent.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
-from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.errors import InputError
 from geodet.inputs import expand_scenes
 from geodet.model import inspect_model
@@ -22,13 +24,17 @@ from geodet.options import Options
 from geodet.read import tiles_with_data
 from geodet.scene import open_scene
 from geodet.settings import Settings, resolve
-from geodet.tiling import TileSpec, plan_tiles
+from geodet.tiling import Grid, TileSpec, plan_grid
 from geodet.write import check_output
 
 PathLike = str | os.PathLike
+#: Tile ids looked at a time by `Job.todo`.
+TODO_BLOCK = 1 << 16
+#: Per scene, a bool per tile id (a tile mask).
+TileMasks = tuple[np.ndarray, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Job:
     """One run, ready to execute."""
 
@@ -36,13 +42,36 @@ class Job:
     settings: Settings
     out: Path | None  # None: return the detections, write nothing
     out_crs: CRS | None  # None: each scene's own
-    tiles: tuple[TileSpec, ...]  # every tile of every scene
-    empty: ChunkResult  # the tiles without a valid pixel: never run
+    grids: tuple[Grid, ...]  # the tiles of each scene
+    has_data: TileMasks  # tiles with at least one valid pixel; the others are never run
 
-    def todo(self, done: ChunkResult) -> list[TileSpec]:
-        """The tiles still to run, besides the empty ones and those in ``done``."""
-        skip = {(o.scene, o.tile_id) for o in (*self.empty.tiles, *done.tiles)}
-        return [t for t in self.tiles if (t.scene, t.tile_id) not in skip]
+    @property
+    def n_tiles(self) -> int:
+        return sum(len(g) for g in self.grids)
+
+    @property
+    def n_empty(self) -> int:
+        return sum(int((~m).sum()) for m in self.has_data)
+
+    def n_todo(self, done: TileMasks) -> int:
+        """How many tiles `todo` yields."""
+        return sum(int((m & ~d).sum()) for m, d in zip(self.has_data, done, strict=True))
+
+    def todo(self, done: TileMasks) -> Iterator[TileSpec]:
+        """The tiles still to run, in order: those with data, less those ``done``."""
+        for grid, mask, skip in zip(self.grids, self.has_data, done, strict=True):
+            for lo in range(0, len(grid), TODO_BLOCK):
+                block = mask[lo:lo + TODO_BLOCK] & ~skip[lo:lo + TODO_BLOCK]
+                for tile_id in (np.flatnonzero(block) + lo).tolist():
+                    yield grid[tile_id]
+
+    def cores(self, scene_ids: np.ndarray, tile_ids: np.ndarray) -> np.ndarray:
+        """The core ``(N, 4)`` of the tile of each ``(scene_ids[k], tile_ids[k])``."""
+        cores = np.zeros((len(scene_ids), 4))
+        for i, grid in enumerate(self.grids):
+            here = scene_ids == i
+            cores[here] = grid.cores(tile_ids[here])
+        return cores
 
 
 def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLike | None,
@@ -55,16 +84,11 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
     out_crs = _parse_crs(options.out_crs) if options.out_crs else None
     info = inspect_model(model)
     settings = resolve(options, info, [open_scene(p, options.bands) for p in paths])
-    tiles, empty = [], []
-    for i, scene in enumerate(settings.scenes):
-        planned = plan_tiles(scene.width, scene.height, settings.tiles[i], settings.overlap,
-                             scene=i)
-        tiles += planned
-        empty += [TileOutcome(i, t.tile_id, TileStatus.EMPTY)
-                  for t, has_data in zip(planned, tiles_with_data(scene, planned),
-                                         strict=True) if not has_data]
+    grids = tuple(plan_grid(s.width, s.height, settings.tiles[i], settings.overlap, scene=i)
+                  for i, s in enumerate(settings.scenes))
     return Job(options=options, settings=settings, out=out_path, out_crs=out_crs,
-               tiles=tuple(tiles), empty=ChunkResult(Detections.empty(), tuple(empty), ""))
+               grids=grids, has_data=tuple(tiles_with_data(s, g) for s, g in
+                                           zip(settings.scenes, grids, strict=True)))
 
 
 def _parse_crs(text: str) -> CRS:

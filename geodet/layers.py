@@ -7,20 +7,23 @@ grouped into layers: one layer when the scenes share a CRS, one per CRS otherwis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
-from geodet.detections import Detections, TileOutcome
+from geodet.detections import Detections, TileOutcome, TileStatus
 from geodet.georef import boxes_to_polygons
 from geodet.job import Job
 from geodet.model import ModelInfo
+from geodet.resume import ResumeRecord
 from geodet.scene import SceneInfo
-from geodet.tiling import TileSpec
 from geodet.write import DETECTIONS_LAYER, TILES_LAYER, layer_names
 
-TILE_COLUMNS = ["scene", "tile_id", "status", "n_detections", "error"]
+#: Tiles per batch of the tiles layer: bounds the memory of writing it.
+TILE_BATCH = 50_000
 
 
 def detection_frames(job: Job, merged: Detections) -> list[gpd.GeoDataFrame]:
@@ -40,12 +43,28 @@ def detection_layers(job: Job, frames: list[gpd.GeoDataFrame]) -> dict[str, gpd.
     return _by_crs(job, frames, DETECTIONS_LAYER)
 
 
-def tile_layers(job: Job, outcomes: tuple[TileOutcome, ...]) -> dict[str, gpd.GeoDataFrame]:
-    """Every tile's footprint and outcome, grouped like the detections."""
-    by_tile = {(o.scene, o.tile_id): o for o in outcomes}
-    frames = [_tile_frame(scene, [t for t in job.tiles if t.scene == i], by_tile)
-              for i, scene in enumerate(job.settings.scenes)]
-    return _by_crs(job, frames, TILES_LAYER)
+def tile_layers(job: Job, record: ResumeRecord,
+                batch: int = TILE_BATCH) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
+    """Every tile's footprint and outcome, as ``(layer, frame)`` batches of at most
+    ``batch`` tiles, grouped into layers like the detections: tiles without data are
+    ``empty``, the others carry what the record holds."""
+    names = _layer_of_scene(job, TILES_LAYER)
+    for grid, scene, name in zip(job.grids, job.settings.scenes, names, strict=True):
+        for lo in range(0, len(grid), batch):
+            ids = np.arange(lo, min(lo + batch, len(grid)))
+            recorded = record.outcomes(grid.scene, lo, lo + len(ids))
+            # Every tile with data ends in the record; the others were never run.
+            outcomes = [recorded.get(t) or TileOutcome(grid.scene, t, TileStatus.EMPTY)
+                        for t in ids.tolist()]
+            frame = pd.DataFrame({
+                "scene": pd.Series([scene.name] * len(ids), dtype=object),
+                "tile_id": ids.astype(np.int64),
+                "status": pd.Series([str(o.status) for o in outcomes], dtype=object),
+                "n_detections": np.array([o.n_detections for o in outcomes], np.int64),
+                "error": pd.Series([o.error for o in outcomes], dtype=object)})
+            geoms = boxes_to_polygons(grid.bounds(ids), scene.affine)
+            tiles = gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scene.crs_wkt))
+            yield name, tiles.to_crs(job.out_crs) if job.out_crs is not None else tiles
 
 
 def _detection_frame(dets: Detections, scene: SceneInfo,
@@ -62,29 +81,25 @@ def _detection_frame(dets: Detections, scene: SceneInfo,
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scene.crs_wkt))
 
 
-def _tile_frame(scene: SceneInfo, tiles: list[TileSpec],
-                outcomes: dict[tuple[int, int], TileOutcome]) -> gpd.GeoDataFrame:
-    rows = [{"scene": scene.name, "tile_id": t.tile_id, "status": str(o.status),
-             "n_detections": o.n_detections, "error": o.error}
-            for t in tiles for o in [outcomes[(t.scene, t.tile_id)]]]
-    frame = pd.DataFrame(rows, columns=TILE_COLUMNS)
-    geoms = boxes_to_polygons(np.array([t.bounds for t in tiles], float).reshape(-1, 4),
-                              scene.affine)
-    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scene.crs_wkt))
-
-
 def _crs_tag(crs: CRS, k: int) -> str:
     epsg = crs.to_epsg()
     return f"epsg_{epsg}" if epsg else f"crs_{k + 1}"
 
 
+def _layer_of_scene(job: Job, base: str) -> list[str]:
+    """The layer each scene's features go to (see module doc)."""
+    if job.out_crs is not None:
+        return [base] * len(job.settings.scenes)
+    crss = [CRS.from_wkt(s.crs_wkt) for s in job.settings.scenes]
+    distinct = list(dict.fromkeys(crss))
+    names = layer_names(base, [_crs_tag(crs, k) for k, crs in enumerate(distinct)])
+    return [names[distinct.index(crs)] for crs in crss]
+
+
 def _by_crs(job: Job, frames: list[gpd.GeoDataFrame], base: str) -> dict[str, gpd.GeoDataFrame]:
     """Per-scene frames grouped into layers (see module doc)."""
-    if job.out_crs is not None:
-        return {base: pd.concat([f.to_crs(job.out_crs) for f in frames], ignore_index=True)}
-    groups: dict[CRS, list[gpd.GeoDataFrame]] = {}
-    for frame, scene in zip(frames, job.settings.scenes, strict=True):
-        groups.setdefault(CRS.from_wkt(scene.crs_wkt), []).append(frame)
-    names = layer_names(base, [_crs_tag(crs, k) for k, crs in enumerate(groups)])
-    return {name: pd.concat(parts, ignore_index=True)
-            for name, parts in zip(names, groups.values(), strict=True)}
+    groups: dict[str, list[gpd.GeoDataFrame]] = {}
+    for frame, name in zip(frames, _layer_of_scene(job, base), strict=True):
+        groups.setdefault(name, []).append(
+            frame.to_crs(job.out_crs) if job.out_crs is not None else frame)
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in groups.items()}

@@ -33,13 +33,14 @@ def fingerprint(job: Job) -> dict:
             "layout": s.layout, "mean": s.mean, "std": s.std, **changes_results}
 
 
-def run_record(job: Job, execution: Execution, detections: int, started: datetime,
-               merge_seconds: float) -> dict:
-    """The run's ``geodet_runs`` row: provenance, tile counts and timings (read and
-    infer summed over the detectors; the total is wall time up to now)."""
+def run_record(job: Job, execution: Execution, resumed: int, detections: int,
+               started: datetime, merge_seconds: float) -> dict:
+    """The run's ``geodet_runs`` row: provenance, tile counts (``resumed`` tiles were
+    done by an interrupted run of the same job) and timings (read and infer summed
+    over the detectors; the total is wall time up to now)."""
     s, now = job.settings, datetime.now(UTC)
     seconds = {**execution.seconds, "merge": merge_seconds}
-    statuses = [o.status for o in execution.outcomes]
+    counts = execution.counts
     return {
         "geodet_version": __version__,
         "started_utc": started.isoformat(timespec="seconds"),
@@ -50,9 +51,10 @@ def run_record(job: Job, execution: Execution, detections: int, started: datetim
         "scenes": json.dumps([sc.path for sc in s.scenes]),
         "execution_providers": json.dumps(list(execution.providers)),
         "workers": execution.workers,
-        "tiles_total": len(job.tiles), "tiles_done": statuses.count(TileStatus.DONE),
-        "tiles_empty": statuses.count(TileStatus.EMPTY),
-        "tiles_failed": statuses.count(TileStatus.FAILED),
+        "tiles_total": job.n_tiles,
+        "tiles_done": resumed + counts.get(TileStatus.DONE, 0),
+        "tiles_empty": job.n_empty,
+        "tiles_failed": counts.get(TileStatus.FAILED, 0),
         "detections": detections,
         "seconds_total": round((now - started).total_seconds(), 3),
         "finished_utc": now.isoformat(timespec="seconds"),

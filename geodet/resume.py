@@ -7,7 +7,8 @@ either fully recorded or not at all. ``--resume`` reloads what was done, runs th
 rest (failed tiles again), and merges as an uninterrupted run would; the file is
 removed once the GeoPackage is complete. A fingerprint of the run's inputs and
 settings (`geodet.provenance.fingerprint`) guards against resuming a different job.
-A run without an output records nothing.
+A run without an output records nothing. The tiles layer is written from this record
+(`outcomes`), in batches, so no run holds an object per tile in memory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import contextlib
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,18 @@ CREATE TABLE IF NOT EXISTS tiles (scene INTEGER, tile_id INTEGER, status TEXT,
 CREATE TABLE IF NOT EXISTS detections (scene INTEGER, tile_id INTEGER, x0 REAL, y0 REAL,
     x1 REAL, y1 REAL, score REAL, class_id INTEGER, angle REAL);
 """
+
+
+@dataclass(frozen=True, eq=False)
+class Resumed:
+    """What an earlier, interrupted run of the same job had done."""
+
+    done: tuple[np.ndarray, ...]  # per scene, a bool per tile id
+    detections: Detections
+
+    @property
+    def count(self) -> int:
+        return sum(int(m.sum()) for m in self.done)
 
 
 def progress_path(out: Path) -> Path:
@@ -64,18 +79,26 @@ class ResumeRecord:
     def __exit__(self, *exc) -> None:
         self.db.close()
 
-    def done(self) -> ChunkResult:
-        """The tiles already done, with their detections."""
-        outcomes = tuple(TileOutcome(s, t, TileStatus(st), n, e) for s, t, st, n, e in
-                         self.db.execute("SELECT scene, tile_id, status, n_detections, error "
-                                         "FROM tiles WHERE status = 'done'"))
+    def done(self, sizes: Sequence[int]) -> Resumed:
+        """The tiles already done (per scene of ``sizes`` tiles), with their detections."""
+        masks = tuple(np.zeros(n, dtype=bool) for n in sizes)
+        for scene, tile_id in self.db.execute(
+                "SELECT scene, tile_id FROM tiles WHERE status = 'done'"):
+            masks[scene][tile_id] = True
         rows = np.array(self.db.execute(
             "SELECT d.scene, d.tile_id, x0, y0, x1, y1, score, class_id, angle "
             "FROM detections d JOIN tiles t USING (scene, tile_id) "
             "WHERE t.status = 'done'").fetchall(), dtype=np.float64).reshape(-1, 9)
         dets = Detections.build(rows[:, 2:6], rows[:, 6], rows[:, 7], rows[:, 0],
                                 rows[:, 1], rows[:, 8])
-        return ChunkResult(dets, outcomes, "")
+        return Resumed(masks, dets)
+
+    def outcomes(self, scene: int, lo: int, hi: int) -> dict[int, TileOutcome]:
+        """The recorded outcomes of the tiles ``lo <= tile_id < hi`` of ``scene``."""
+        return {t: TileOutcome(scene, t, TileStatus(st), n, e) for t, st, n, e in
+                self.db.execute("SELECT tile_id, status, n_detections, error FROM tiles "
+                                "WHERE scene = ? AND tile_id >= ? AND tile_id < ?",
+                                (scene, lo, hi))}
 
     def add(self, result: ChunkResult) -> None:
         """Store one chunk's outcomes and detections in a single transaction."""

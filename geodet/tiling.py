@@ -13,7 +13,7 @@ core holds its centre.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,28 +58,71 @@ def core_edges(starts: list[int], length: int, tile: int) -> list[float]:
     return [-math.inf, *inner, math.inf]
 
 
-def plan_tiles(width: int, height: int, tile: tuple[int, int], overlap: float,
-               scene: int = 0) -> list[TileSpec]:
-    """The row-major grid of tiles for a ``width`` x ``height`` raster.
+@dataclass(frozen=True)
+class Grid:
+    """The row-major grid of one scene's tiles, computed on demand: a raster of any
+    size costs two short lists of offsets, never one object per tile."""
 
-    ``tile`` is ``(tile_width, tile_height)`` in source pixels, ``overlap`` a fraction
-    of the tile in ``[0, 1)``.
-    """
+    scene: int
+    width: int
+    height: int
+    tile: tuple[int, int]  # (w, h) source pixels
+    xs: tuple[int, ...]  # column starts
+    ys: tuple[int, ...]  # row starts
+    xe: tuple[float, ...]  # core edges along x (len(xs) + 1)
+    ye: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.xs) * len(self.ys)
+
+    def __getitem__(self, tile_id: int) -> TileSpec:
+        if not 0 <= tile_id < len(self):
+            raise IndexError(tile_id)
+        j, i = divmod(tile_id, len(self.xs))
+        x, y = self.xs[i], self.ys[j]
+        tw, th = self.tile
+        return TileSpec(scene=self.scene, tile_id=tile_id, col_off=x, row_off=y,
+                        width=min(tw, self.width - x), height=min(th, self.height - y),
+                        core=(self.xe[i], self.ye[j], self.xe[i + 1], self.ye[j + 1]))
+
+    def __iter__(self) -> Iterator[TileSpec]:
+        return (self[k] for k in range(len(self)))
+
+    def _ij(self, tile_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        j, i = np.divmod(np.asarray(tile_ids, dtype=np.int64), len(self.xs))
+        return i, j
+
+    def bounds(self, tile_ids: np.ndarray) -> np.ndarray:
+        """Windows ``(N, 4)`` x0 y0 x1 y1 of the tiles ``tile_ids``, vectorised."""
+        i, j = self._ij(tile_ids)
+        x0, y0 = np.asarray(self.xs)[i], np.asarray(self.ys)[j]
+        return np.stack([x0, y0, np.minimum(x0 + self.tile[0], self.width),
+                         np.minimum(y0 + self.tile[1], self.height)], axis=1).astype(float)
+
+    def cores(self, tile_ids: np.ndarray) -> np.ndarray:
+        """Cores ``(N, 4)`` of the tiles ``tile_ids``, vectorised."""
+        i, j = self._ij(tile_ids)
+        xe, ye = np.asarray(self.xe), np.asarray(self.ye)
+        return np.stack([xe[i], ye[j], xe[i + 1], ye[j + 1]], axis=1)
+
+
+def plan_grid(width: int, height: int, tile: tuple[int, int], overlap: float,
+              scene: int = 0) -> Grid:
+    """The tiles for a ``width`` x ``height`` raster: ``tile`` is ``(tile_width,
+    tile_height)`` in source pixels, ``overlap`` a fraction of the tile in ``[0, 1)``."""
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     tw, th = tile
     xs = axis_starts(width, tw, min(round(overlap * tw), tw - 1))
     ys = axis_starts(height, th, min(round(overlap * th), th - 1))
-    xe, ye = core_edges(xs, width, tw), core_edges(ys, height, th)
-    specs = []
-    for j, y in enumerate(ys):
-        for i, x in enumerate(xs):
-            specs.append(TileSpec(
-                scene=scene, tile_id=j * len(xs) + i,
-                col_off=x, row_off=y, width=min(tw, width - x), height=min(th, height - y),
-                core=(xe[i], ye[j], xe[i + 1], ye[j + 1]),
-            ))
-    return specs
+    return Grid(scene, width, height, (tw, th), tuple(xs), tuple(ys),
+                tuple(core_edges(xs, width, tw)), tuple(core_edges(ys, height, th)))
+
+
+def plan_tiles(width: int, height: int, tile: tuple[int, int], overlap: float,
+               scene: int = 0) -> list[TileSpec]:
+    """Every tile of `plan_grid`, as a list."""
+    return list(plan_grid(width, height, tile, overlap, scene))
 
 
 def owned(centres: np.ndarray, core: tuple[float, float, float, float]) -> np.ndarray:
@@ -87,15 +130,3 @@ def owned(centres: np.ndarray, core: tuple[float, float, float, float]) -> np.nd
     x0, y0, x1, y1 = core
     cx, cy = centres[:, 0], centres[:, 1]
     return (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
-
-
-def cores_of(tiles: Iterable[TileSpec], scene_ids: np.ndarray,
-             tile_ids: np.ndarray) -> np.ndarray:
-    """The core ``(N, 4)`` of the tile of each ``(scene_ids[k], tile_ids[k])``."""
-    tiles = list(tiles)
-    n_scenes = max((t.scene for t in tiles), default=-1) + 1
-    n_tiles = max((t.tile_id for t in tiles), default=-1) + 1
-    table = np.zeros((n_scenes, n_tiles, 4))
-    for t in tiles:
-        table[t.scene, t.tile_id] = t.core
-    return table[scene_ids, tile_ids]

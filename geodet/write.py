@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -91,15 +92,21 @@ def layer_names(base: str, crs_tags: list[str]) -> list[str]:
 
 
 def write_geopackage(out: Path, detections: dict[str, gpd.GeoDataFrame],
-                     tiles: dict[str, gpd.GeoDataFrame], run: dict,
+                     tiles: Iterable[tuple[str, gpd.GeoDataFrame]], run: dict,
                      class_names: list[str]) -> None:
-    """Write all layers (name -> frame) to a temporary file beside ``out`` and rename
-    it into place."""
+    """Write the detection layers (name -> frame), the tile layers (``(name, frame)``
+    batches, appended in order), the run record and the styles to a temporary file
+    beside ``out``, and rename it into place."""
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.gpkg")
     try:
         layer_opts = {"geometry_type": "Polygon", "GEOMETRY_NAME": GEOMETRY_COLUMN}
-        for name, frame in [*detections.items(), *tiles.items()]:
+        for name, frame in detections.items():
             pyogrio.write_dataframe(frame, tmp, layer=name, **layer_opts)
+        written: set[str] = set()
+        for name, frame in tiles:
+            pyogrio.write_dataframe(frame, tmp, layer=name, append=name in written,
+                                    **layer_opts)
+            written.add(name)
         pyogrio.write_dataframe(pd.DataFrame([run]), tmp, layer=RUNS_TABLE)
         pyogrio.write_dataframe(styles_table(list(detections), class_names), tmp,
                                 layer=STYLES_TABLE)

@@ -4,7 +4,7 @@ import numpy as np
 
 from geodet.read import TileReader, tiles_with_data
 from geodet.scene import open_scene
-from geodet.tiling import plan_tiles
+from geodet.tiling import plan_grid, plan_tiles
 from tests.helpers import write_tif
 
 
@@ -33,8 +33,21 @@ def test_tiles_without_data_are_found_on_the_mask(tmp_path):
     data[:, 250:260, 10:12] = 99  # a small island of data in the bottom-left tile
     path = write_tif(tmp_path / "s.tif", data, nodata=0)
     s = open_scene(path)
-    specs = plan_tiles(300, 300, (100, 100), 0.0)
-    assert tiles_with_data(s, specs) == [False] * 6 + [True, False, False]
+    grid = plan_grid(300, 300, (100, 100), 0.0)
+    assert tiles_with_data(s, grid).tolist() == [False] * 6 + [True, False, False]
+
+
+def test_tiles_with_data_matches_each_tiles_own_pixels(tmp_path):
+    # At full resolution the mask is exact: a tile has data iff one of its pixels does.
+    rng = np.random.default_rng(3)
+    data = np.zeros((3, 500, 700), np.uint8)
+    for x, y in rng.integers(0, 690, (12, 2)):
+        data[:, y % 495:y % 495 + 3, x:x + 3] = 200
+    s = open_scene(write_tif(tmp_path / "s.tif", data, nodata=0))
+    grid = plan_grid(700, 500, (96, 64), 0.3)
+    want = [bool(data[0, t.row_off:t.row_off + t.height, t.col_off:t.col_off + t.width].any())
+            for t in grid]
+    assert tiles_with_data(s, grid).tolist() == want and 0 < sum(want) < len(grid)
 
 
 def test_band_order_for_bgr_models(tmp_path):
