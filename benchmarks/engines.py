@@ -31,9 +31,9 @@ from geodet.synthetic import vehicle_scene
 class DataDetector:
     """A Ray Data callable class around the same detector."""
 
-    def __init__(self, settings: Settings, options: Options, device: str,
+    def __init__(self, model: bytes, settings: Settings, options: Options, device: str,
                  threads: int) -> None:
-        self.detector = TileDetector(settings, options, device, threads)
+        self.detector = TileDetector(model, settings, options, device, threads)
 
     def __call__(self, batch: dict) -> dict:
         result = self.detector.run(list(batch["spec"]))
@@ -55,13 +55,13 @@ def main() -> None:
     ray.init(address="local", _node_ip_address=engine.LOCAL_NODE_IP,
              include_dashboard=False, logging_level="ERROR")
     try:
-        plan = engine.plan_actors("cpu")
+        plan = engine.plan_actors("cpu", None, engine.cluster_nodes())
         n, threads = plan.count, plan.threads
         rows = []
         chunk = engine.TILES_PER_CHUNK_BATCHES * args.batch  # tiles per call, for both
 
         t = time.perf_counter()
-        actors, _ = engine.start_detectors(job.settings, options, plan)
+        actors, _ = engine.start_detectors(job.model, job.settings, options, plan)
         start = time.perf_counter() - t
         t = time.perf_counter()
         found = sum(len(r.detections) for r in engine.run_tiles(actors, specs, chunk))
@@ -71,7 +71,8 @@ def main() -> None:
 
         t = time.perf_counter()
         ds = ray.data.from_items([{"spec": s} for s in specs]).map_batches(
-            DataDetector, fn_constructor_args=(job.settings, options, plan.device, threads),
+            DataDetector,
+            fn_constructor_args=(job.model, job.settings, options, plan.device, threads),
             batch_size=chunk, compute=ray.data.ActorPoolStrategy(size=n), **plan.resources)
         found = sum(len(b["tile_id"]) for b in ds.iter_batches(batch_size=None))
         rows.append(("Ray Data map_batches", time.perf_counter() - t, float("nan"), found))

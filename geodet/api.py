@@ -51,8 +51,8 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
                 record.add(result)
                 bar.update(len(result.tiles))
 
-            execution = engine.execute(job.settings, job.options, job.todo(resumed.done),
-                                       on_chunk)
+            execution = engine.execute(job.model, job.settings, job.options,
+                                       job.todo(resumed.done), on_chunk)
         t = time.perf_counter()
         found = Detections.concat([resumed.detections, execution.detections])
         merged = merge(found, job.options.merge, job.settings.iou, job.options.ios,

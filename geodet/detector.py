@@ -29,10 +29,12 @@ from geodet.tiling import TileSpec, owned
 class TileDetector:
     """Holds one ONNX Runtime session; turns lists of tile specs into detections."""
 
-    def __init__(self, settings: Settings, options: Options, device: str,
+    def __init__(self, model: bytes, settings: Settings, options: Options, device: str,
                  threads: int) -> None:
+        """``model``: the ONNX file's bytes (a Ray actor receives them from the object
+        store, so the file need not exist on its node)."""
         self.s, self.options = settings, options
-        self.session, self.provider = create_session(settings.model.path, device, threads)
+        self.session, self.provider = create_session(model, device, threads)
         self.reader = TileReader(list(settings.scenes))
         self.decode = DECODERS[settings.layout]
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geodet-read")

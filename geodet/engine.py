@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +37,8 @@ LOCAL_NODE_IP = "127.0.0.2"
 CHUNKS_IN_FLIGHT = 2
 TILES_PER_CHUNK_BATCHES = 4
 CHUNK_ATTEMPTS = 3
+#: After this long without every detector started, say that the run is waiting.
+NOTICE_AFTER_S = 10.0
 
 
 @contextlib.contextmanager
@@ -81,6 +84,7 @@ class ActorPlan:
     resources: dict
     device: str  # "cpu" or "cuda"
     threads: int
+    waits_for: str = ""  # why the cluster must grow before the actors fit, if it must
 
 
 @dataclass(frozen=True)
@@ -94,35 +98,104 @@ class Execution:
     workers: int
 
 
-def plan_actors(device: str, workers: int | None = None) -> ActorPlan:
-    """One actor per GPU where the cluster has GPUs (``workers`` actors sharing them,
-    if given); else CPU actors of up to 4 threads each, or ``workers`` actors sharing
-    the cluster's CPUs."""
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-    if device == "cuda" and gpus == 0:
-        raise InputError("--device cuda, but the Ray cluster has no GPU: use --device cpu "
-                         "or auto, or join a cluster with GPU nodes (--address)")
-    if gpus and device in ("auto", "cuda"):
-        n = workers or gpus
-        return ActorPlan(n, {"num_gpus": min(1.0, gpus / n), "num_cpus": 1}, "cuda", 2)
+def cluster_nodes() -> list[dict[str, float]]:
+    """The resources of each live node of the connected cluster."""
+    return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+
+
+def can_add_gpu_nodes() -> bool | None:
+    """Whether the cluster may add GPU nodes: never for a cluster this process
+    started (the embedded local one); else from the node types its autoscaler
+    reports (autoscaler v2); None when it reports none (autoscaler v1, or none)."""
+    # Both through Ray's private modules (Ray Data reads the node types the same way).
+    if ray._private.worker._global_node.head:
+        return False
+    limits = ray._private.state.state.get_max_resources_from_cluster_config()
+    return None if limits is None else limits.get("GPU", 0) > 0
+
+
+def plan_actors(device: str, workers: int | None, nodes: list[dict[str, float]],
+                can_add_gpus: bool | None = False) -> ActorPlan:
+    """Detectors sized from what single nodes have (an actor lives on one node).
+
+    GPUs: one actor per GPU (``workers`` actors sharing them evenly, if given).
+    Without a GPU node yet, ``cuda`` (and ``auto`` on a cluster that declares GPU
+    node types) asks for ``workers`` (else one) one-GPU actors: the pending actors
+    make an autoscaler add GPU nodes. CPUs: actors of up to 4 threads each, or
+    ``workers`` actors as large as the nodes can hold.
+    """
+    gpu_nodes = [n for n in nodes if n.get("GPU", 0) >= 1]
+    if device == "cuda" and not gpu_nodes and can_add_gpus is False:
+        raise InputError("--device cuda, but the Ray cluster has no GPU and cannot add "
+                         "GPU nodes: use --device cpu or auto, or join a cluster with GPU "
+                         "nodes (--address)")
+    if gpu_nodes and device in ("auto", "cuda"):
+        gpus = sum(int(n["GPU"]) for n in gpu_nodes)
+        count = workers or gpus
+        per_gpu = math.ceil(count / gpus)
+        cpus = min(1.0, *(n.get("CPU", 0) / (int(n["GPU"]) * per_gpu) for n in gpu_nodes))
+        return ActorPlan(count, {"num_gpus": 1 / per_gpu, "num_cpus": _down(cpus)}, "cuda", 2)
+    if device == "cuda" or (device == "auto" and can_add_gpus):
+        return ActorPlan(workers or 1, {"num_gpus": 1, "num_cpus": 1}, "cuda", 2,
+                         waits_for="the cluster has no GPU node yet")
+    cpus = [n["CPU"] for n in nodes if n.get("CPU", 0) >= 1]
+    if not cpus:
+        return ActorPlan(workers or 1, {"num_cpus": 1}, "cpu", 1,
+                         waits_for="the cluster has no node with a CPU yet")
     if workers:
-        return ActorPlan(workers, {"num_cpus": cpus / workers}, "cpu",
-                         max(1, cpus // workers))
-    threads = min(4, cpus)
-    return ActorPlan(max(1, cpus // threads), {"num_cpus": threads}, "cpu", threads)
+        size = max(c / k for c in cpus for k in range(1, workers + 1)
+                   if sum(math.floor(x / (c / k) + 1e-9) for x in cpus) >= workers)
+        size = min(size, sum(cpus) / workers)
+        return ActorPlan(workers, {"num_cpus": _down(size)}, "cpu", max(1, int(size)))
+    threads = int(min(4, *cpus))
+    return ActorPlan(int(sum(c // threads for c in cpus)), {"num_cpus": threads}, "cpu",
+                     threads)
 
 
-def start_detectors(settings: Settings, options: Options,
+def _down(cpus: float) -> float:
+    """Rounded down to Ray's resource precision (1e-4), so that shares add up."""
+    return math.floor(cpus * 1e4 + 1e-6) / 1e4
+
+
+def describe_nodes(nodes: list[dict[str, float]]) -> str:
+    """``"1 x {CPU: 0}, 2 x {CPU: 1, GPU: 1}"``: the nodes' CPUs and GPUs, grouped."""
+    shapes = Counter(tuple((k, n[k]) for k in ("CPU", "GPU") if k in n) for n in nodes)
+    return ", ".join(f"{count} x {{{', '.join(f'{k}: {v:g}' for k, v in shape)}}}"
+                     for shape, count in sorted(shapes.items())) or "no node"
+
+
+def start_detectors(model: ray.ObjectRef | bytes, settings: Settings, options: Options,
                     plan: ActorPlan) -> tuple[list, list[str]]:
-    """Start the planned actors; return them and the execution provider each runs."""
+    """Start the planned actors; return them and the execution provider each runs.
+
+    Waits up to ``options.wait_timeout`` seconds for the cluster to place them (an
+    autoscaler may be adding nodes), saying so after `NOTICE_AFTER_S` seconds, then
+    gives up with one line saying what was asked and what the cluster has.
+    """
     # No actor restarts: a dead actor's chunks go to the survivors (see run_tiles), so
     # a lost node never leaves work waiting for resources that may not come back.
     remote = ray.remote(TileDetector).options(max_restarts=0, **plan.resources)
-    actors = [remote.remote(settings, options, plan.device, plan.threads)
+    actors = [remote.remote(model, settings, options, plan.device, plan.threads)
               for _ in range(plan.count)]
+    started = [a.provider_name.remote() for a in actors]
+    asked = f"{plan.count} detector(s) with {_resources(plan.resources)} each"
+    ready, _ = ray.wait(started, num_returns=len(started),
+                        timeout=0 if plan.waits_for else NOTICE_AFTER_S)
+    if len(ready) < len(started):
+        log.warning("waiting up to %g s (--wait-timeout) for the Ray cluster to place %s%s",
+                    options.wait_timeout, asked,
+                    f": {plan.waits_for}; an autoscaler adds nodes for them"
+                    if plan.waits_for else "")
+        ready, _ = ray.wait(started, num_returns=len(started), timeout=options.wait_timeout)
+    if len(ready) < len(started):
+        for actor in actors:
+            ray.kill(actor)
+        raise GeodetError(
+            f"the Ray cluster could not place {asked} within {options.wait_timeout:g} s "
+            f"({len(ready)} started); its nodes have {describe_nodes(cluster_nodes())}: "
+            "give --workers, --device or a longer --wait-timeout, or add nodes")
     try:
-        providers = ray.get([a.provider_name.remote() for a in actors])
+        providers = ray.get(started)
     except ray.exceptions.RayActorError as e:
         raise GeodetError(f"the detector workers could not start: {e}") from None
     if plan.device == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
@@ -131,16 +204,23 @@ def start_detectors(settings: Settings, options: Options,
     return actors, providers
 
 
-def execute(settings: Settings, options: Options, todo: Iterable[TileSpec],
+def _resources(resources: dict) -> str:
+    names = {"num_cpus": "CPU", "num_gpus": "GPU"}
+    return "{" + ", ".join(f"{names.get(k, k)}: {v:g}" for k, v in resources.items()) + "}"
+
+
+def execute(model: bytes, settings: Settings, options: Options, todo: Iterable[TileSpec],
             on_chunk: Callable[[ChunkResult], None] = lambda result: None) -> Execution:
     """Run the tiles ``todo`` on detector actors, calling ``on_chunk`` as each chunk
     completes. Only detections and counts are kept: memory follows the objects found
-    and the tiles in flight, not the number of tiles."""
+    and the tiles in flight, not the number of tiles. ``model``: the ONNX file's
+    bytes, put once into Ray's object store for all actors."""
     parts, counts = [], Counter()
     seconds, used = {"read": 0.0, "infer": 0.0}, set()
     with ray_cluster(options.address):
-        plan = plan_actors(options.device, options.workers)
-        actors, providers = start_detectors(settings, options, plan)
+        plan = plan_actors(options.device, options.workers, cluster_nodes(),
+                           can_add_gpu_nodes())
+        actors, providers = start_detectors(ray.put(model), settings, options, plan)
         for result in run_tiles(actors, todo, TILES_PER_CHUNK_BATCHES * settings.batch_size):
             on_chunk(result)
             parts.append(result.detections)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 from rasterio.crs import CRS
@@ -19,13 +18,13 @@ from rasterio.errors import CRSError
 
 from geodet.errors import InputError
 from geodet.inputs import expand_scenes
-from geodet.model import inspect_model
+from geodet.model import inspect_model, read_model
 from geodet.options import Options
 from geodet.read import tiles_with_data
 from geodet.scene import open_scene
 from geodet.settings import Settings, resolve
 from geodet.tiling import Grid, TileSpec, plan_grid
-from geodet.write import check_output
+from geodet.write import Output, check_output
 
 PathLike = str | os.PathLike
 #: Tile ids looked at a time by `Job.todo`.
@@ -40,10 +39,11 @@ class Job:
 
     options: Options
     settings: Settings
-    out: Path | None  # None: return the detections, write nothing
+    out: Output | None  # a path or URL; None: return the detections, write nothing
     out_crs: CRS | None  # None: each scene's own
     grids: tuple[Grid, ...]  # the tiles of each scene
     has_data: TileMasks  # tiles with at least one valid pixel; the others are never run
+    model: bytes = field(repr=False)  # the ONNX file, read once
 
     @property
     def n_tiles(self) -> int:
@@ -82,13 +82,15 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
         raise InputError("no scene given: name at least one raster, pattern or list file")
     out_path = check_output(out, options.overwrite) if out is not None else None
     out_crs = _parse_crs(options.out_crs) if options.out_crs else None
-    info = inspect_model(model)
+    model_bytes = read_model(model)
+    info = inspect_model(model, model_bytes)
     settings = resolve(options, info, [open_scene(p, options.bands) for p in paths])
     grids = tuple(plan_grid(s.width, s.height, settings.tiles[i], settings.overlap, scene=i)
                   for i, s in enumerate(settings.scenes))
     return Job(options=options, settings=settings, out=out_path, out_crs=out_crs,
                grids=grids, has_data=tuple(tiles_with_data(s, g) for s, g in
-                                           zip(settings.scenes, grids, strict=True)))
+                                           zip(settings.scenes, grids, strict=True)),
+               model=model_bytes)
 
 
 def _parse_crs(text: str) -> CRS:

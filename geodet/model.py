@@ -1,4 +1,9 @@
-"""ONNX models: what a model expects and produces, and sessions on the right device."""
+"""ONNX models: what a model expects and produces, and sessions on the right device.
+
+A model is a local path or a URL (`geodet.storage`). The driver reads its bytes once;
+they reach the detectors through Ray's object store (`geodet.engine`), so no node
+needs a copy of the file.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from geodet import storage
 from geodet.errors import InputError
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
@@ -18,7 +24,7 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
 class ModelInfo:
     """The facts about a model that planning, preprocessing and decoding need."""
 
-    path: str
+    path: str  # the path or URL it was read from
     sha256: str
     input_name: str
     input_dtype: str  # float32, float16 or uint8
@@ -106,23 +112,26 @@ def declared_settings(meta: dict[str, str]) -> dict[str, tuple[object, str]]:
     return found
 
 
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
+def read_model(source: str | os.PathLike) -> bytes:
+    """The bytes of a model file or URL, raising `InputError` if there are none."""
+    path = os.fspath(source)
+    if storage.is_url(path):
+        return storage.read_bytes(path)
+    if not os.path.isfile(path):
+        raise InputError(f"model not found: {path}: give the path or URL of an .onnx file")
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return f.read()
 
 
-def inspect_model(path: str | os.PathLike) -> ModelInfo:
-    """Load a model on the CPU and describe it, raising `InputError` if it is unusable."""
+def inspect_model(source: str | os.PathLike, data: bytes | None = None) -> ModelInfo:
+    """Load a model on the CPU and describe it, raising `InputError` if it is unusable.
+    ``data``: the model's bytes, if already read (`read_model`)."""
     import onnxruntime as ort
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InputError(f"model not found: {path}: give the path of an .onnx file")
+    path = os.fspath(source)
+    data = read_model(path) if data is None else data
     try:
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises several unrelated types for a bad file
         reason = str(e).splitlines()[0][:200]
         raise InputError(
@@ -147,7 +156,7 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     meta = dict(session.get_modelmeta().custom_metadata_map)
     names_key = next((k for k in ("names", "class_names") if k in meta), None)
     return ModelInfo(
-        path=path, sha256=sha256_of(path), input_name=inp.name,
+        path=path, sha256=hashlib.sha256(data).hexdigest(), input_name=inp.name,
         input_dtype=_ORT_DTYPES[inp.type], batch=dims[0], channels=channels,
         height=height, width=width,
         output_shapes=tuple(tuple(_dim(d) for d in o.shape) for o in session.get_outputs()),
@@ -156,8 +165,9 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     )
 
 
-def create_session(path: str, device: str, threads: int):
-    """An ONNX Runtime session and the execution provider that actually runs it.
+def create_session(model: bytes, device: str, threads: int):
+    """An ONNX Runtime session of the model's bytes and the execution provider that
+    actually runs it.
 
     ``device`` is ``cuda`` or ``cpu``. ONNX Runtime silently falls back to the CPU
     when CUDA is missing, so the provider in effect is read back, not assumed.
@@ -170,7 +180,7 @@ def create_session(path: str, device: str, threads: int):
     providers = ["CPUExecutionProvider"]
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    session = ort.InferenceSession(model, sess_options=options, providers=providers)
     return session, session.get_providers()[0]
 
 

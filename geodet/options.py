@@ -84,6 +84,9 @@ class Options(BaseModel):
                           "its progress file (OUT.gpkg.progress)")
     address: str | None = option(None, "Ray cluster to join: auto, or HOST:PORT",
                                  shown="RAY_ADDRESS if set, else a private local cluster")
+    wait_timeout: float = option(
+        600, "seconds to wait for the Ray cluster to place the detectors (an autoscaler "
+        "adding GPU nodes) before giving up", gt=0, le=86400)
     progress: bool = option(True, "show a progress bar")
 
     @field_validator("bands", mode="before")

@@ -9,6 +9,12 @@ removed once the GeoPackage is complete. A fingerprint of the run's inputs and
 settings (`geodet.provenance.fingerprint`) guards against resuming a different job.
 A run without an output records nothing. The tiles layer is written from this record
 (`outcomes`), in batches, so no run holds an object per tile in memory.
+
+For an output URL (``s3://bucket/cars.gpkg``) the record lives beside it in the
+bucket (``s3://bucket/cars.gpkg.progress``), where a rerun on a fresh machine finds
+it: it is kept in a local temporary file, uploaded after a chunk at most every
+`UPLOAD_EVERY_S` seconds and when the run stops, and fetched again by ``--resume``.
+A run killed outright loses at most the last `UPLOAD_EVERY_S` seconds of work.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ import contextlib
 import json
 import os
 import sqlite3
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from geodet import storage
 from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.errors import InputError
 
@@ -47,16 +56,27 @@ class Resumed:
         return sum(int(m.sum()) for m in self.done)
 
 
-def progress_path(out: Path) -> Path:
-    return out.with_name(out.name + ".progress")
+#: The longest time between two uploads of a remote progress record.
+UPLOAD_EVERY_S = 30.0
+
+
+def progress_path(out: Path | str) -> Path | str:
+    """``OUT.gpkg.progress`` beside the output (a URL beside a URL)."""
+    return out + ".progress" if isinstance(out, str) else out.with_name(out.name + ".progress")
 
 
 class ResumeRecord:
     """The progress record of one run (see module doc); a context manager that closes
     it on every path. ``out`` None: nothing is recorded."""
 
-    def __init__(self, out: Path | None, fingerprint: dict, resume: bool) -> None:
+    def __init__(self, out: Path | str | None, fingerprint: dict, resume: bool) -> None:
         self.path = progress_path(out) if out is not None else None
+        self.url, self._uploaded = None, 0.0
+        if isinstance(self.path, str):  # a URL: work on a local copy
+            self.url, self._tmp = self.path, tempfile.TemporaryDirectory(prefix="geodet-")
+            self.path = Path(self._tmp.name) / "progress.sqlite"
+            if resume:
+                storage.download(self.url, self.path)
         key = json.dumps(fingerprint, sort_keys=True)
         if self.path is not None and not resume:
             with contextlib.suppress(FileNotFoundError):
@@ -70,13 +90,15 @@ class ResumeRecord:
         elif row[0] != key:
             self.db.close()
             raise InputError(
-                f"{self.path} belongs to a run with other inputs or settings: run the same "
-                "command to resume it, or leave out --resume to start afresh")
+                f"{self.url or self.path} belongs to a run with other inputs or settings: "
+                "run the same command to resume it, or leave out --resume to start afresh")
 
     def __enter__(self) -> ResumeRecord:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.url is not None and self.path.exists():  # stopped before the end
+            self._upload()
         self.db.close()
 
     def done(self, sizes: Sequence[int]) -> Resumed:
@@ -118,6 +140,12 @@ class ResumeRecord:
                 zip(d.scene_ids.tolist(), d.tile_ids.tolist(), *d.boxes.T.tolist(),
                     d.scores.tolist(), d.class_ids.tolist(), d.angles.tolist(),
                     strict=True))
+        if self.url is not None and time.monotonic() - self._uploaded >= UPLOAD_EVERY_S:
+            self._upload()
+
+    def _upload(self) -> None:
+        storage.upload(self.path, self.url)
+        self._uploaded = time.monotonic()
 
     def finish(self) -> None:
         """The output is complete: drop the progress file."""
@@ -125,3 +153,5 @@ class ResumeRecord:
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
+        if self.url is not None:
+            storage.remove(self.url)

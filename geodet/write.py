@@ -1,13 +1,16 @@
 """Writing the GeoPackage: detections, tile outcomes, run provenance, a QGIS style.
 
 Everything goes into a temporary file beside the output, renamed into place only
-when complete, so an interrupted run never leaves a half-written GeoPackage.
+when complete, so an interrupted run never leaves a half-written GeoPackage. An
+output URL (``s3://bucket/key.gpkg``, `geodet.storage`) is written to a local
+temporary file and uploaded once complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +20,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
+from geodet import storage
 from geodet.errors import InputError
 
 DETECTIONS_LAYER = "detections"
@@ -30,8 +34,14 @@ PALETTE = ["230,159,0", "86,180,233", "0,158,115", "240,228,66", "0,114,178",
            "213,94,0", "204,121,167", "255,255,255", "255,0,0", "0,255,255"]
 
 
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Validate the output path before any work is done."""
+#: Where the output goes: a local path, or a URL (a ``str``) that it is uploaded to.
+Output = Path | str
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Output:
+    """Validate the output path or URL before any work is done."""
+    if storage.is_url(path):
+        return _check_output_url(os.fspath(path), overwrite)
     out = Path(path)
     if out.suffix.lower() != ".gpkg":
         raise InputError(f"output must be a GeoPackage ending in .gpkg, got {out}")
@@ -45,6 +55,15 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     if out.exists() and not overwrite:
         raise InputError(f"output exists: {out}: pass --overwrite to replace it")
     return out
+
+
+def _check_output_url(url: str, overwrite: bool) -> str:
+    if not url.lower().endswith(".gpkg"):
+        raise InputError(f"output must be a GeoPackage ending in .gpkg, got {url}")
+    storage.check_writable(url)
+    if not overwrite and storage.exists(url):
+        raise InputError(f"output exists: {url}: pass --overwrite to replace it")
+    return url
 
 
 def category_style(layer: str, field: str, values: list[str]) -> str:
@@ -91,12 +110,19 @@ def layer_names(base: str, crs_tags: list[str]) -> list[str]:
     return [base] if len(crs_tags) == 1 else [f"{base}_{tag}" for tag in crs_tags]
 
 
-def write_geopackage(out: Path, detections: dict[str, gpd.GeoDataFrame],
+def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
                      tiles: Iterable[tuple[str, gpd.GeoDataFrame]], run: dict,
                      class_names: list[str]) -> None:
     """Write the detection layers (name -> frame), the tile layers (``(name, frame)``
     batches, appended in order), the run record and the styles to a temporary file
-    beside ``out``, and rename it into place."""
+    beside ``out``, and rename it into place; for a URL, into a local temporary
+    folder, then upload it."""
+    if isinstance(out, str):
+        with tempfile.TemporaryDirectory(prefix="geodet-") as folder:
+            local = Path(folder) / "out.gpkg"
+            write_geopackage(local, detections, tiles, run, class_names)
+            storage.upload(local, out)
+        return
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.gpkg")
     try:
         layer_opts = {"geometry_type": "Polygon", "GEOMETRY_NAME": GEOMETRY_COLUMN}
