@@ -158,10 +158,10 @@ def _down(cpus: float) -> float:
 
 
 def describe_nodes(nodes: list[dict[str, float]]) -> str:
-    """``"1 x {CPU: 0}, 2 x {CPU: 1, GPU: 1}"``: the nodes' CPUs and GPUs, grouped."""
-    shapes = Counter(tuple((k, n[k]) for k in ("CPU", "GPU") if k in n) for n in nodes)
-    return ", ".join(f"{count} x {{{', '.join(f'{k}: {v:g}' for k, v in shape)}}}"
-                     for shape, count in sorted(shapes.items())) or "no node"
+    """``"1 x {CPU: 0, GPU: 0}, 2 x {CPU: 1, GPU: 1}"``: the nodes' CPUs and GPUs, grouped."""
+    shapes = Counter((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes)
+    return ", ".join(f"{count} x {{CPU: {cpu:g}, GPU: {gpu:g}}}"
+                     for (cpu, gpu), count in sorted(shapes.items())) or "no node"
 
 
 def start_detectors(model: ray.ObjectRef | bytes, settings: Settings, options: Options,
