@@ -59,15 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("scenes", nargs="+", metavar="SCENE", help="raster path or GDAL URL, "
                    "a glob pattern such as 'mosaics/*.tif' (quoted), or a .txt file "
                    "listing paths or URLs, one a line")
-    d.add_argument("--model", required=True, help="ONNX detector (.onnx)")
-    d.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
+    d.add_argument("--model", required=True, help="ONNX detector (.onnx): a path, or a "
+                   "URL such as s3://bucket/cars.onnx or https://...")
+    d.add_argument("--out", required=True, help="output GeoPackage (.gpkg): a path, or a "
+                   "URL such as s3://bucket/cars.gpkg (uploaded when complete)")
     add_options(d)
 
     i = sub.add_parser("model-info", help="show what geodet reads from a model",
                        description="Inputs, outputs, detected layout, classes, ground "
                        "resolution and thresholds of an ONNX model, and where each came "
                        "from.")
-    i.add_argument("model", help="ONNX model (.onnx)")
+    i.add_argument("model", help="ONNX model (.onnx): a path or a URL")
 
     e = sub.add_parser("eval", help="score detections against ground truth",
                        description="Precision, recall, F1 and duplicate rate per class of "

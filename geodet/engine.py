@@ -108,7 +108,8 @@ def can_add_gpu_nodes() -> bool | None:
     started (the embedded local one); else from the node types its autoscaler
     reports (autoscaler v2); None when it reports none (autoscaler v1, or none)."""
     # Both through Ray's private modules (Ray Data reads the node types the same way).
-    if ray._private.worker._global_node.head:
+    node = ray._private.worker._global_node  # None through Ray Client (ray://)
+    if node is not None and node.head:
         return False
     limits = ray._private.state.state.get_max_resources_from_cluster_config()
     return None if limits is None else limits.get("GPU", 0) > 0

@@ -69,8 +69,9 @@ class Options(BaseModel):
     workers: int | None = option(None, "number of detector processes",
                                  shown="one per GPU, or one per 4 CPU cores", ge=1, le=4096)
     device: Literal["auto", "cpu", "cuda"] = option(
-        "auto", "auto: GPUs where the Ray cluster has them, else CPU; cuda fails where "
-        "there is no GPU")
+        "auto", "auto: GPUs where the Ray cluster has them or its autoscaler declares GPU "
+        "nodes, else CPU; cuda: GPUs only, waiting for an autoscaler to add GPU nodes "
+        "(see --wait-timeout), failing at once where none can come")
     bands: tuple[Annotated[int, Field(ge=1)], ...] | None = option(
         None, "bands fed to the model, in order, for example 1,2,3 or 3,2,1 for a BGR "
         "model", shown="all but alpha", min_length=1)

@@ -171,3 +171,11 @@ def test_nodes_are_described_by_shape():
     assert describe_nodes([CPU0, GPU_NODE, GPU_NODE]) == \
         "1 x {CPU: 0, GPU: 0}, 2 x {CPU: 4, GPU: 1}"
     assert describe_nodes([]) == "no node"
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_cuda_on_a_local_cluster_without_gpu_fails_at_once(tmp_path, squares_model):
+    """A cluster this process started cannot grow: no waiting for GPUs there."""
+    scene = write_tif(tmp_path / "s.tif", scene_with_squares((100, 100), [(5, 5)]))
+    with pytest.raises(InputError, match="--device cuda, but the Ray cluster has no GPU"):
+        geodet.detect(scene, squares_model, device="cuda", wait_timeout=600, progress=False)
