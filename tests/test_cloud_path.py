@@ -95,8 +95,9 @@ def test_progress_record_lives_beside_a_remote_output(bucket):
         record.add(chunk([2]))  # within UPLOAD_EVERY_S: uploaded when the run stops
     # A rerun elsewhere (a fresh head node: nothing local) finds every chunk.
     with ResumeRecord(out, {"run": 1}, resume=True) as record:
-        assert sorted(o.tile_id for o in record.done().tiles) == [0, 1, 2]
-        assert len(record.done().detections) == 3
+        resumed = record.done([4])
+        assert resumed.done[0].tolist() == [True, True, True, False]
+        assert len(resumed.detections) == 3
     with pytest.raises(InputError, match="belongs to a run with other inputs"):
         ResumeRecord(out, {"run": 2}, resume=True)
     with ResumeRecord(out, {"run": 1}, resume=True) as record:
