@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import boto3
 import pyogrio
@@ -18,7 +20,8 @@ from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.engine import describe_nodes, plan_actors
 from geodet.errors import InputError
 from geodet.resume import ResumeRecord
-from tests.helpers import scene_with_squares, write_tif
+from tests.helpers import scene_with_squares, tiles_recorded, write_tif
+from tests.test_resume import squares_everywhere
 
 BUCKET = "geodet-test"
 
@@ -103,6 +106,51 @@ def test_progress_record_lives_beside_a_remote_output(bucket):
     with ResumeRecord(out, {"run": 1}, resume=True) as record:
         record.finish()
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET), "finished: record removed"
+
+
+def test_killed_run_resumes_from_the_bucket(tmp_path, bucket, squares_model):
+    """Killed outright after its first upload of the progress record: a rerun with
+    --resume (nothing local survives a run's end) fetches it and finishes the job."""
+    s3, env = bucket
+    env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
+    scene = squares_everywhere(tmp_path)
+    out = f"s3://{BUCKET}/runs/resumed.gpkg"
+    args = ["-m", "geodet", "detect", str(scene), "--model", str(squares_model), "--out", out,
+            "--batch-size", "1", "--overlap", "0.5", "--no-progress"]
+    run = subprocess.Popen([sys.executable, *args], env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and run.poll() is None and "Contents" not in \
+            s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/resumed.gpkg.progress"):
+        time.sleep(0.1)
+    assert run.poll() is None, "the run finished before it could be killed"
+    os.killpg(run.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    run.wait()
+    record = tmp_path / "uploaded.progress"
+    s3.download_file(BUCKET, "runs/resumed.gpkg.progress", str(record))
+    partial = tiles_recorded(record)
+    assert partial > 0
+
+    other = subprocess.run([sys.executable, *args, "--conf", "0.3", "--resume"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2, other.stderr[-3000:]  # the record was fetched and checked
+    assert f"{out}.progress belongs to a run with other inputs" in other.stderr
+    done = subprocess.run([sys.executable, *args, "--resume"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert keys == {"runs/resumed.gpkg"}, "the record goes once the output is complete"
+    local = tmp_path / "resumed.gpkg"
+    s3.download_file(BUCKET, "runs/resumed.gpkg", str(local))
+    [run_row] = pyogrio.read_dataframe(local, layer="geodet_runs").to_dict("records")
+    reference = geodet.detect(scene, squares_model, batch_size=1, overlap=0.5,
+                              progress=False)
+    got = pyogrio.read_dataframe(local, layer="detections")
+    assert len(got) == len(reference) > 100
+    assert got["score"].tolist() == reference["score"].tolist()
+    tiles = pyogrio.read_dataframe(local, layer="tiles")
+    assert tiles["tile_id"].is_unique and (tiles["status"] == "done").all()
+    assert run_row["tiles_done"] == len(tiles)
 
 
 def test_model_url_reaches_every_actor_of_a_multi_node_cluster(tmp_path, ray_nodes,
