@@ -16,6 +16,7 @@ import pyogrio
 import pytest
 
 import geodet
+from geodet.cli import main as cli_main
 from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.engine import describe_nodes, plan_actors
 from geodet.errors import InputError
@@ -228,3 +229,13 @@ def test_cuda_on_a_local_cluster_without_gpu_fails_at_once(tmp_path, squares_mod
     scene = write_tif(tmp_path / "s.tif", scene_with_squares((100, 100), [(5, 5)]))
     with pytest.raises(InputError, match="--device cuda, but the Ray cluster has no GPU"):
         geodet.detect(scene, squares_model, device="cuda", wait_timeout=600, progress=False)
+
+
+def test_model_info_reads_a_model_url(http_server, squares_model, capsys):
+    (http_server.root / "m.onnx").write_bytes(squares_model.read_bytes())
+    assert cli_main(["model-info", f"{http_server.url}/m.onnx"]) == 0
+    shown = capsys.readouterr().out
+    assert f"model      {http_server.url}/m.onnx" in shown
+    assert hashlib.sha256(squares_model.read_bytes()).hexdigest() in shown
+    assert cli_main(["model-info", f"{http_server.url}/missing.onnx"]) == 2
+    assert f"not found: {http_server.url}/missing.onnx" in capsys.readouterr().err
