@@ -9,12 +9,11 @@ temporary file and uploaded once complete.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import geopandas as gpd
 import pandas as pd
@@ -22,16 +21,17 @@ import pyogrio
 
 from geodet import storage
 from geodet.errors import InputError
+from geodet.styles import GEOMETRY_COLUMN, styles_table
 
 DETECTIONS_LAYER = "detections"
 TILES_LAYER = "tiles"
 RUNS_TABLE = "geodet_runs"
 STYLES_TABLE = "layer_styles"
-GEOMETRY_COLUMN = "geom"
 
-# Outline colours for categories, cycled: distinct on imagery (Okabe-Ito, then extra).
-PALETTE = ["230,159,0", "86,180,233", "0,158,115", "240,228,66", "0,114,178",
-           "213,94,0", "204,121,167", "255,255,255", "255,0,0", "0,255,255"]
+#: The oldest GeoPackage version that holds what geodet writes (1.2 brought tables
+#: without geometry, data_type 'attributes'). Recent GDALs write 1.4 by default, which
+#: QGIS on an older GDAL (QGIS 3.22 and GDAL 3.6 on Debian 12) warns about on every layer.
+GPKG_VERSION = "1.2"
 
 
 #: Where the output goes: a local path, or a URL (a ``str``) that it is uploaded to.
@@ -66,48 +66,29 @@ def _check_output_url(url: str, overwrite: bool) -> str:
     return url
 
 
-def category_style(layer: str, field: str, values: list[str]) -> str:
-    """A QGIS QML categorised renderer: one outlined, unfilled symbol per value."""
-    cats, symbols = [], []
-    for i, v in enumerate(values):
-        cats.append(f'<category render="true" symbol="{i}" value={quoteattr(v)} '
-                    f"label={quoteattr(v)}/>")
-        symbols.append(
-            f'<symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">'
-            '<layer class="SimpleFill" enabled="1" locked="0" pass="0"><Option type="Map">'
-            '<Option name="color" type="QString" value="0,0,0,0"/>'
-            '<Option name="style" type="QString" value="no"/>'
-            f'<Option name="outline_color" type="QString" value="{PALETTE[i % len(PALETTE)]},255"/>'
-            '<Option name="outline_style" type="QString" value="solid"/>'
-            '<Option name="outline_width" type="QString" value="0.6"/>'
-            '<Option name="outline_width_unit" type="QString" value="MM"/>'
-            "</Option></layer></symbol>"
-        )
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
-        f'<qgis version="3.34.0" styleCategories="Symbology">'
-        f'<renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" '
-        'enableorderby="0" forceraster="0">'
-        f"<categories>{''.join(cats)}</categories><symbols>{''.join(symbols)}</symbols>"
-        "</renderer-v2></qgis>"
-    )
-
-
-def styles_table(layers: list[str], class_names: list[str]) -> pd.DataFrame:
-    """The `layer_styles` rows that make QGIS open each detections layer categorised
-    by class."""
-    return pd.DataFrame([{
-        "f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,
-        "f_geometry_column": GEOMETRY_COLUMN, "styleName": f"{layer} by class"[:30],
-        "styleQML": category_style(layer, "class_name", class_names), "styleSLD": "",
-        "useAsDefault": True, "description": "geodet default style", "owner": "",
-        "ui": "", "update_time": datetime.now(UTC).replace(tzinfo=None),
-    } for layer in layers])
-
-
 def layer_names(base: str, crs_tags: list[str]) -> list[str]:
     """``detections`` for one CRS; ``detections_epsg_32633``... for several."""
     return [base] if len(crs_tags) == 1 else [f"{base}_{tag}" for tag in crs_tags]
+
+
+def describe(layer: str, run: dict) -> dict[str, str]:
+    """The GPKG layer options that name and explain a layer in ``gpkg_contents``
+    (QGIS shows them as the layer's metadata title and abstract)."""
+    model = os.path.basename(str(run.get("model", "")))
+    made = (f"by geodet {run.get('geodet_version', '')} with the model {model}, run started "
+            f"{run.get('started_utc', '')}")
+    if layer.startswith(DETECTIONS_LAYER):
+        what = ("Detected objects, one polygon per box, with class_id, class_name, score, "
+                f"scene and tile_id, found {made}.")
+    elif layer.startswith(TILES_LAYER):
+        what = ("Footprints of the tiles the scenes were cut into, with their status (done, "
+                f"empty, skipped, failed), n_detections and the error of failed tiles, {made}.")
+    elif layer == RUNS_TABLE:
+        what = (f"Provenance of the run {made}: model hash, settings, scenes, execution "
+                "providers, tile counts and timings.")
+    else:
+        what = "QGIS default styles of the layers, written by geodet."
+    return {"IDENTIFIER": f"{layer} ({model})" if model else layer, "DESCRIPTION": what}
 
 
 def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
@@ -124,18 +105,28 @@ def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
             storage.upload(local, out)
         return
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.gpkg")
+    spatial = {"geometry_type": "Polygon", "GEOMETRY_NAME": GEOMETRY_COLUMN}
+    written: list[str] = []  # layers in the order they were created
+
+    def write(name: str, frame: pd.DataFrame, **options) -> None:
+        """Append to layer ``name``, or create it with its description (the first
+        layer also creates the file, as a GeoPackage `GPKG_VERSION`)."""
+        if name in written:
+            options["append"] = True
+        else:
+            options["layer_options"] = describe(name, run)
+            if not written:
+                options["dataset_options"] = {"VERSION": GPKG_VERSION}
+            written.append(name)
+        pyogrio.write_dataframe(frame, tmp, layer=name, **options)
+
     try:
-        layer_opts = {"geometry_type": "Polygon", "GEOMETRY_NAME": GEOMETRY_COLUMN}
-        for name, frame in detections.items():
-            pyogrio.write_dataframe(frame, tmp, layer=name, **layer_opts)
-        written: set[str] = set()
-        for name, frame in tiles:
-            pyogrio.write_dataframe(frame, tmp, layer=name, append=name in written,
-                                    **layer_opts)
-            written.add(name)
-        pyogrio.write_dataframe(pd.DataFrame([run]), tmp, layer=RUNS_TABLE)
-        pyogrio.write_dataframe(styles_table(list(detections), class_names), tmp,
-                                layer=STYLES_TABLE)
+        for name, frame in itertools.chain(detections.items(), tiles):  # tiles: batches
+            write(name, frame, **spatial)
+        write(RUNS_TABLE, pd.DataFrame([run]))
+        write(STYLES_TABLE, styles_table(list(detections),
+                                         [n for n in written if n not in detections],
+                                         class_names))
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
