@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5)")
     e.add_argument("--truth-layer", help="layer of the truth file (default: the first)")
 
+    r = sub.add_parser("report", help="summarise a geodet GeoPackage, draw a quick-look",
+                       description="Per run the model, execution provider, tile counts and "
+                       "time; per scene and class the detections and their scores; the "
+                       "failed tiles and why. --png draws each scene small (from its "
+                       "overviews) with the detections and failed tiles.")
+    r.add_argument("output", help="a GeoPackage written by geodet detect")
+    r.add_argument("--png", help="also draw a quick-look picture to this .png file")
+    r.add_argument("--size", type=int, default=2048, help="longest side of each scene in "
+                   "the quick-look, in pixels (default 2048)")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+
     m = sub.add_parser("demo", help="generate a sample scene and detect on it",
                        description="Generate a sample scene with known objects, run the "
                        "full pipeline on it with the bundled model, and score the result.")
@@ -128,6 +139,17 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from geodet.report import draw_quicklook, format_summary, summarise
+
+    summary = summarise(args.output)
+    if args.png:
+        summary["quicklook"] = {"png": args.png,
+                                "scenes": draw_quicklook(args.output, args.png, args.size)}
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from geodet.demo import run_demo
 
@@ -139,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="geodet: %(levelname)s: %(message)s")
     try:
         commands = {"detect": _detect, "model-info": _model_info, "eval": _eval,
-                    "demo": _demo}
+                    "report": _report, "demo": _demo}
         return commands[args.command](args)
     except InputError as e:
         print(f"geodet: error: {e}", file=sys.stderr)
