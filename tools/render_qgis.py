@@ -7,7 +7,7 @@ Runs under the Python that has the QGIS bindings, not geodet's virtual environme
 
     geodet demo --out geodet-demo
     /usr/bin/python3 tools/render_qgis.py geodet-demo/demo.gpkg geodet-demo/scene.tif \\
-        docs/qgis-demo.png --window 1536,1792,960,600
+        docs/qgis-demo.png --window 1600,1900,800,500
 
 Every spatial layer of the GeoPackage is opened as QGIS's "Add Vector Layer" does
 (its default style loaded from the file), drawn over the scene into the PNG (tiles
@@ -83,7 +83,7 @@ def render(layers: list, extent: QgsRectangle, size: QSize, path: str) -> None:
     settings.setOutputSize(size)
     settings.setBackgroundColor(QColor(255, 255, 255))
     settings.setFlag(QgsMapSettings.Antialiasing, True)
-    image = QImage(size, QImage.Format_ARGB32)
+    image = QImage(size, QImage.Format_RGB32)  # no alpha: a smaller PNG
     image.fill(QColor(255, 255, 255))
     painter = QPainter(image)
     job = QgsMapRendererCustomPainterJob(settings, painter)
