@@ -20,16 +20,18 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
 import rasterio
 import shapely
 from affine import Affine
+from pyproj import Transformer
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import rasterize
@@ -44,6 +46,7 @@ QUICKLOOK_SIDE = 2048  # default longest side of a scene in the quick-look, in p
 PANEL_GAP = 16  # white pixels between the scenes of a quick-look
 FAILED_TINT = 0.4  # opacity of the red over failed tiles
 FAILED_LISTED = 20  # failed tiles listed in the text report
+FEATURE_BATCH = 20_000  # features read at a time to draw them
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,15 @@ class GeodetOutput:
         paths = [p for run in self.runs for p in json.loads(run.get("scenes") or "[]")]
         return list(dict.fromkeys(paths))
 
-    def class_names(self, observed: list[str]) -> list[str]:
-        """The class names as the detections style lists them (so colours match)."""
+    def class_names(self) -> list[str]:
+        """The class names as the detections style lists them (so colours match): the
+        model's, and any other found in the detections."""
         declared = {v for run in self.runs for v in json.loads(run.get("classes") or "{}")
                     .values()}
-        return sorted(declared | set(observed))
+        found = {str(c) for layer in self.detection_layers
+                 for c in pyogrio.read_dataframe(
+                     self.path, sql=f'SELECT DISTINCT class_name FROM "{layer}"')["class_name"]}
+        return sorted(declared | found)
 
     def table(self, layers: list[str], columns: list[str]) -> pd.DataFrame:
         """``columns`` of ``layers`` in one frame, without geometry, with a ``layer``
@@ -98,15 +105,28 @@ class GeodetOutput:
                 else pd.DataFrame(columns=[*columns, "layer"]))
 
     def features(self, layers: list[str], column: str, where: str,
-                 crs: str) -> gpd.GeoDataFrame:
-        """``column`` and the geometry of the rows of ``layers`` matching ``where``
-        (SQL), reprojected to ``crs``."""
-        frames = [frame.to_crs(crs) for layer in layers
-                  for frame in [pyogrio.read_dataframe(self.path, layer=layer,
-                                                       columns=[column], where=where,
-                                                       use_arrow=True)] if len(frame)]
-        return (pd.concat(frames, ignore_index=True) if frames
-                else gpd.GeoDataFrame({column: []}, geometry=[], crs=crs))
+                 crs: CRS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches of (geometries in ``crs``, values of ``column``) of the rows of
+        ``layers`` matching ``where`` (SQL): memory bounded by the batch, not the layer."""
+        for layer in layers:
+            with pyogrio.open_arrow(self.path, layer=layer, columns=[column], where=where,
+                                    batch_size=FEATURE_BATCH, use_pyarrow=True) as (meta,
+                                                                                    batches):
+                reproject = _reprojection(meta["crs"], crs)
+                geometry = meta["geometry_name"] or "wkb_geometry"
+                for batch in batches:
+                    wkb = batch.column(geometry).to_numpy(zero_copy_only=False)
+                    yield (reproject(shapely.from_wkb(wkb)),
+                           batch.column(column).to_numpy(zero_copy_only=False))
+
+
+def _reprojection(source: str | None, target: CRS) -> Callable[[np.ndarray], np.ndarray]:
+    """A function taking geometries from ``source`` to ``target`` (no-op if equal)."""
+    if source is None or CRS.from_user_input(source) == target:
+        return lambda geoms: geoms
+    transformer = Transformer.from_crs(source, target.to_wkt(), always_xy=True)
+    return lambda geoms: shapely.transform(
+        geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
 def _scene_name(path: str) -> str:
@@ -212,14 +232,44 @@ def _shrunk_image(ds: rasterio.DatasetReader, shape: tuple[int, int]) -> np.ndar
     return np.clip(data.filled(0), 0, 255).astype(np.uint8)
 
 
-def _burn(frame: gpd.GeoDataFrame, values: list[int], shape: tuple[int, int],
-          transform: Affine, outline: bool) -> np.ndarray:
-    """``values`` burnt into a ``shape`` grid where the polygons (or their outlines) lie."""
-    if not len(frame):
-        return np.zeros(shape, np.uint16)
-    geoms = shapely.boundary(frame.geometry.values) if outline else frame.geometry.values
-    return rasterize(zip(geoms, values, strict=True), out_shape=shape, transform=transform,
-                     all_touched=outline, dtype=np.uint16)
+def _outline_pixels(geoms: np.ndarray, transform: Affine,
+                    shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels (rows, cols) of a ``shape`` grid that the exterior rings of polygons
+    cross, sampled every half pixel along each edge, and which polygon each belongs to.
+    Vectorised: rasterize would walk every ring in Python."""
+    xy, which = shapely.get_coordinates(shapely.get_exterior_ring(geoms), return_index=True)
+    inverse = ~transform
+    cols = inverse.a * xy[:, 0] + inverse.b * xy[:, 1] + inverse.c
+    rows = inverse.d * xy[:, 0] + inverse.e * xy[:, 1] + inverse.f
+    edge = which[1:] == which[:-1]  # consecutive vertices of one ring
+    c0, r0, c1, r1 = cols[:-1][edge], rows[:-1][edge], cols[1:][edge], rows[1:][edge]
+    samples = np.ceil(2 * np.hypot(c1 - c0, r1 - r0)).astype(np.int64) + 1
+    of = np.repeat(np.arange(len(samples)), samples)  # the edge of each sample
+    t = (np.arange(len(of)) - np.repeat(np.cumsum(samples) - samples, samples)) / \
+        np.repeat(np.maximum(samples - 1, 1), samples)
+    col = np.floor(c0[of] + t * (c1 - c0)[of]).astype(np.int64)
+    row = np.floor(r0[of] + t * (r1 - r0)[of]).astype(np.int64)
+    inside = (row >= 0) & (row < shape[0]) & (col >= 0) & (col < shape[1])
+    return row[inside], col[inside], which[:-1][edge][of][inside]
+
+
+def _burn(batches: Iterable[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int],
+          transform: Affine, outline: bool,
+          value: Callable[[object], int] = lambda _: 1) -> tuple[np.ndarray, int]:
+    """A ``shape`` grid with ``value(v)`` burnt where each polygon (or its outline)
+    lies, later ones over earlier ones, and how many polygons there were."""
+    grid, count = np.zeros(shape, np.uint16), 0
+    for geoms, values in batches:
+        if not len(geoms):
+            continue
+        burnt = np.fromiter(map(value, values), np.uint16, len(values))
+        if outline:
+            rows, cols, which = _outline_pixels(geoms, transform, shape)
+            grid[rows, cols] = burnt[which]
+        else:
+            rasterize(zip(geoms, burnt, strict=True), out=grid, transform=transform)
+        count += len(geoms)
+    return grid, count
 
 
 def _draw_scene(out: GeodetOutput, path: str, max_side: int,
@@ -235,24 +285,26 @@ def _draw_scene(out: GeodetOutput, path: str, max_side: int,
         shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
         image = _shrunk_image(ds, shape)
         transform = ds.transform @ Affine.scale(ds.width / shape[1], ds.height / shape[0])
-        name, crs = _scene_name(path), ds.crs.to_wkt()
+        name, crs = _scene_name(path), ds.crs
     where = "scene = '{}'".format(name.replace("'", "''"))
 
-    failed = out.features(out.tile_layers, "status", f"{where} AND status = 'failed'", crs)
-    ones = [1] * len(failed)
-    red = np.array(FAILED_RGB, np.uint8)[:, None]
-    tinted = _burn(failed, ones, shape, transform, outline=False) > 0
-    image[:, tinted] = (image[:, tinted] * (1 - FAILED_TINT) + red * FAILED_TINT).round()
-    image[:, _burn(failed, ones, shape, transform, outline=True) > 0] = red
+    def failed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return out.features(out.tile_layers, "status", f"{where} AND status = 'failed'", crs)
 
-    dets = out.features(out.detection_layers, "class_name", where, crs)
-    index = {c: i + 1 for i, c in enumerate(colours)}
-    ids = _burn(dets, [index[c] for c in dets["class_name"]], shape, transform, outline=True)
-    lut = np.array([(0, 0, 0), *colours.values()], np.uint8).T  # (3, classes + 1)
-    image[:, ids > 0] = lut[:, ids[ids > 0]]
-    return image, {
-        "scene": name, "path": path, "size": [shape[1], shape[0]], "scale": scale,
-        "detections": len(dets), "failed_tiles": len(failed)}
+    red = np.array(FAILED_RGB, np.uint8)[:, None]
+    tinted, n_failed = _burn(failed(), shape, transform, outline=False)
+    tinted = tinted > 0
+    image[:, tinted] = (image[:, tinted] * (1 - FAILED_TINT) + red * FAILED_TINT).round()
+    image[:, _burn(failed(), shape, transform, outline=True)[0] > 0] = red
+
+    value = {c: i + 1 for i, c in enumerate(colours)}  # class name -> value burnt
+    outlines, n_dets = _burn(out.features(out.detection_layers, "class_name", where, crs),
+                             shape, transform, outline=True, value=lambda c: value[str(c)])
+    lut = np.array([(0, 0, 0), *colours.values()], np.uint8).T  # value -> colour
+    drawn = outlines > 0
+    image[:, drawn] = lut[:, outlines[drawn]]
+    return image, {"scene": name, "path": path, "size": [shape[1], shape[0]],
+                   "scale": scale, "detections": n_dets, "failed_tiles": n_failed}
 
 
 def _mosaic(panels: list[np.ndarray]) -> tuple[np.ndarray, list[list[int]]]:
@@ -285,8 +337,7 @@ def draw_quicklook(path: str | os.PathLike, png: str | os.PathLike,
     if not scenes:
         raise InputError(f"{out.path} names no scene in its {RUNS_TABLE} table: nothing "
                          "to draw")
-    observed = out.table(out.detection_layers, ["class_name"])["class_name"].unique()
-    colours = class_colours(out.class_names(list(observed)))
+    colours = class_colours(out.class_names())
     panels, drawn = zip(*(_draw_scene(out, scene, max_side, colours) for scene in scenes),
                         strict=True)
     picture, corners = _mosaic(list(panels))
