@@ -37,8 +37,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import rasterize
 
 from geodet.errors import InputError
-from geodet.output import DETECTIONS_LAYER, RUNS_TABLE, TILES_LAYER
 from geodet.styles import FAILED_RGB, class_colours
+from geodet.write import DETECTIONS_LAYER, RUNS_TABLE, TILES_LAYER
 
 log = logging.getLogger("geodet")
 

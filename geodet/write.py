@@ -123,10 +123,9 @@ def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
     try:
         for name, frame in itertools.chain(detections.items(), tiles):  # tiles: batches
             write(name, frame, **spatial)
+        tile_layers = [name for name in written if name not in detections]
         write(RUNS_TABLE, pd.DataFrame([run]))
-        write(STYLES_TABLE, styles_table(list(detections),
-                                         [n for n in written if n not in detections],
-                                         class_names))
+        write(STYLES_TABLE, styles_table(list(detections), tile_layers, class_names))
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -22,8 +22,8 @@ from geodet.demo import bundled_model
 from geodet.report import FAILED_TINT, PANEL_GAP, _mosaic, draw_quicklook, summarise
 from geodet.styles import FAILED_RGB, class_colours
 from geodet.synthetic import vehicle_scene, write_truth
+from tests.helpers import corrupt_block
 from tests.test_cli import run_error
-from tests.test_pipeline import corrupt_block
 
 pytestmark = [pytest.mark.usefixtures("ray_local"),
               pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")]
