@@ -42,6 +42,7 @@ def class_colours(class_names: list[str]) -> dict[str, tuple[int, int, int]]:
 
 
 def _rgba(colour: tuple[int, ...]) -> str:
+    """QGIS's ``r,g,b,a`` for an RGB (opaque) or RGBA tuple."""
     return ",".join(str(c) for c in (*colour, 255)[:4])
 
 

@@ -98,8 +98,8 @@ def main() -> None:
     parser.add_argument("gpkg", help="a GeoPackage written by geodet")
     parser.add_argument("scene", help="the scene it was run on")
     parser.add_argument("png", help="the picture to write")
-    parser.add_argument("--window", help="col,row,width,height: the part of the scene to "
-                        "draw, in scene pixels (default: all of it)")
+    parser.add_argument("--window", help="col,row,width,height: the part of a north-up "
+                        "scene to draw, in scene pixels (default: all of it)")
     parser.add_argument("--max-side", type=int, default=1200,
                         help="longest side of the picture in pixels (default 1200)")
     args = parser.parse_args()
