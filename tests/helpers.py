@@ -71,3 +71,34 @@ def tiles_recorded(progress: Path) -> int:
             return db.execute("SELECT count(*) FROM tiles").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def squares_everywhere(tmp_path: Path, size: int = 1600) -> Path:
+    """A scene dense with squares, so that every tile has work (slow enough to kill)."""
+    rng = np.random.default_rng(1)
+    corners = sorted({(int(x), int(y)) for x, y in rng.integers(0, size - 20, (900, 2)) // 16
+                      * 16})
+    return write_tif(tmp_path / "s.tif", scene_with_squares((size, size), corners))
+
+
+def pixel_boxes(frame, transform) -> np.ndarray:
+    """Polygon bounds as (col0, row0, col1, row1) in the pixels of a north-up
+    ``transform``: the pixels the bounds fall in."""
+    x0, y0, x1, y1 = shapely.bounds(frame.geometry.values).T
+    inv = ~transform
+    cols = inv.a * np.stack([x0, x1]) + inv.c
+    rows = inv.e * np.stack([y1, y0]) + inv.f
+    return np.floor(np.stack([cols[0], rows[0], cols[1], rows[1]], axis=1)).astype(int)
+
+
+def run_error(capsys, args: list) -> str:
+    """Run the CLI in-process, expect exit code 2 and one line on stderr."""
+    from geodet.cli import main
+
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("geodet: error: "), err
+    assert "Traceback" not in err
+    return lines[0]

@@ -11,7 +11,13 @@ import pyogrio
 import pytest
 
 from geodet.cli import main
-from tests.helpers import corrupt_block, scene_with_squares, write_plain_tif, write_tif
+from tests.helpers import (
+    corrupt_block,
+    run_error,
+    scene_with_squares,
+    write_plain_tif,
+    write_tif,
+)
 from tools.toy_models import bright_squares
 
 
@@ -20,15 +26,7 @@ def scene(tmp_path):
     return write_tif(tmp_path / "scene.tif", scene_with_squares((100, 100), [(20, 30)]))
 
 
-def run_error(capsys, args: list[str]) -> str:
-    """Run the CLI in-process, expect exit code 2 and one line on stderr."""
-    code = main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("geodet: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
+
 
 
 def test_missing_scene(tmp_path, capsys, squares_model):

@@ -21,8 +21,7 @@ from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.engine import describe_nodes, plan_actors
 from geodet.errors import InputError
 from geodet.resume import ResumeRecord
-from tests.helpers import scene_with_squares, tiles_recorded, write_tif
-from tests.test_resume import squares_everywhere
+from tests.helpers import scene_with_squares, squares_everywhere, tiles_recorded, write_tif
 
 BUCKET = "geodet-test"
 

@@ -67,7 +67,7 @@ def test_geopackage_layers_fields_crs_and_style(tmp_path, squares_model):
         shapely.box(ORIGIN[0], ORIGIN[1] - 200 * GSD, ORIGIN[0] + 260 * GSD, ORIGIN[1]))
     [run] = pyogrio.read_dataframe(out, layer="geodet_runs").to_dict("records")
     assert run["model_sha256"] and run["detections"] == 1 and run["layout"] == "ultralytics"
-    [style] = pyogrio.read_dataframe(out, layer="layer_styles").to_dict("records")
+    style, _ = pyogrio.read_dataframe(out, layer="layer_styles").to_dict("records")
     assert (style["f_table_schema"], style["f_table_name"], style["f_geometry_column"],
             style["useAsDefault"]) == ("", "detections", "geom", True)
     assert 'attr="class_name"' in style["styleQML"]
@@ -148,8 +148,8 @@ def test_scenes_in_different_crs_get_a_layer_each_or_one_reprojected(tmp_path,
     assert native.crs.to_epsg() == 32632 and native["scene"].tolist() == ["b.tif"]
     assert_same_boxes(native, [footprint(50, 60)])  # same numbers, its own CRS
     styles = pyogrio.read_dataframe(out, layer="layer_styles")
-    assert sorted(styles["f_table_name"]) == ["detections_epsg_32632",
-                                              "detections_epsg_32633"]
+    assert sorted(styles["f_table_name"]) == ["detections_epsg_32632", "detections_epsg_32633",
+                                              "tiles_epsg_32632", "tiles_epsg_32633"]
 
     out2 = tmp_path / "o2.gpkg"
     wgs = geodet.detect([a, b], squares_model, out2, out_crs="EPSG:4326", progress=False)

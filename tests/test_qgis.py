@@ -27,8 +27,7 @@ import geodet
 from geodet.demo import bundled_model
 from geodet.styles import FAILED_LABEL, FAILED_RGB, class_colours
 from geodet.synthetic import vehicle_scene
-from tests.helpers import corrupt_block, scene_with_squares, write_tif
-from tests.test_report import pixel_boxes
+from tests.helpers import corrupt_block, pixel_boxes, scene_with_squares, write_tif
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RENDER = Path(__file__).resolve().parents[1] / "tools" / "render_qgis.py"

@@ -22,8 +22,7 @@ from geodet.demo import bundled_model
 from geodet.report import FAILED_TINT, PANEL_GAP, _mosaic, draw_quicklook, summarise
 from geodet.styles import FAILED_RGB, class_colours
 from geodet.synthetic import vehicle_scene, write_truth
-from tests.helpers import corrupt_block
-from tests.test_cli import run_error
+from tests.helpers import corrupt_block, pixel_boxes, run_error
 
 pytestmark = [pytest.mark.usefixtures("ray_local"),
               pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")]
@@ -75,14 +74,7 @@ def test_numbers_match_the_layers(run):
     assert set(failed["scene"]) == {"b.tif"}
 
 
-def pixel_boxes(frame, transform) -> np.ndarray:
-    """Polygon bounds as (col0, row0, col1, row1) in the pixels of a north-up
-    ``transform``: the pixels the bounds fall in."""
-    x0, y0, x1, y1 = shapely.bounds(frame.geometry.values).T
-    inv = ~transform
-    cols = inv.a * np.stack([x0, x1]) + inv.c
-    rows = inv.e * np.stack([y1, y0]) + inv.f
-    return np.floor(np.stack([cols[0], rows[0], cols[1], rows[1]], axis=1)).astype(int)
+
 
 
 def test_quicklook_shows_the_boxes_where_they_are(run, tmp_path):

@@ -8,20 +8,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pyogrio
 import pytest
 
 import geodet
 from geodet.errors import InputError
-from tests.helpers import scene_with_squares, tiles_recorded, write_tif
-
-
-def squares_everywhere(tmp_path, size=1600):
-    rng = np.random.default_rng(1)
-    corners = sorted({(int(x), int(y)) for x, y in rng.integers(0, size - 20, (900, 2)) // 16
-                      * 16})
-    return write_tif(tmp_path / "s.tif", scene_with_squares((size, size), corners))
+from tests.helpers import scene_with_squares, squares_everywhere, tiles_recorded, write_tif
 
 
 def cli(*args):
