@@ -3,7 +3,8 @@
 `TileDetector` is plain Python (a Ray actor in `geodet.engine`, usable directly in
 tests). It reads tiles itself, so pixels never travel to or from the driver: it
 returns detections in scene pixels, already de-duplicated within each tile and, for
-the ownership merge, filtered to the tile's core.
+the ownership merge, filtered to the tile's core. Boxes that lie mostly on invalid
+pixels (nodata, alpha, mask, padding) are dropped (``--min-valid``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from geodet.merge import nms
 from geodet.model import create_session
 from geodet.options import Options
 from geodet.preprocess import to_model_input
-from geodet.read import TileReader
+from geodet.read import Tile, TileReader
 from geodet.settings import Settings
 from geodet.tiling import TileSpec, owned
 
@@ -49,21 +50,22 @@ class TileDetector:
                 for spec in specs]
         return read, time.perf_counter() - t
 
-    def _infer(self, arrays: list[np.ndarray]) -> list:
+    def _infer(self, tiles: list[Tile]) -> list:
         m = self.s.model
-        x = to_model_input(np.stack(arrays), m.input_dtype, m.channels_last,
-                           self.s.mean, self.s.std)
+        x = to_model_input(np.stack([t.pixels for t in tiles]), m.input_dtype,
+                           m.channels_last, self.s.mean, self.s.std)
         n = len(x)
         if m.batch and n < m.batch:  # fixed batch: pad it
             x = np.concatenate([x, np.zeros((m.batch - n, *x.shape[1:]), x.dtype)])
         outputs = self.session.run(None, {m.input_name: x})
         return self.decode(outputs, self.s.conf, self.s.input_size)[:n]
 
-    def _keep(self, spec: TileSpec, scale: tuple[float, float], decoded) -> Detections:
+    def _keep(self, spec: TileSpec, tile: Tile, decoded) -> Detections:
         """One tile's model boxes -> scene pixels, NMS within the tile, core filter."""
         boxes, scores, class_ids, angles = decoded
-        boxes = tile_to_scene(boxes, angles, scale, spec)
-        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        on_data = tile.valid_fraction(boxes) >= self.options.min_valid
+        boxes = tile_to_scene(boxes, angles, tile.scale, spec)
+        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & on_data
         dets = Detections.build(boxes[real], scores[real], class_ids[real],
                                 spec.scene, spec.tile_id, angles[real])
         dets = nms(dets, self.s.iou, not self.options.class_agnostic)
@@ -83,7 +85,7 @@ class TileDetector:
             if k + 1 < len(batches):
                 pending = self._pool.submit(self._read, batches[k + 1])
             seconds["read"] += read_s
-            errors = [error for _, _, error in read]
+            errors = [error for _, error in read]
             ok = [i for i, e in enumerate(errors) if not e]
             t = time.perf_counter()
             try:
@@ -96,7 +98,7 @@ class TileDetector:
             by_tile = dict(zip(ok, decoded, strict=True))
             for i, spec in enumerate(batch):
                 if i in by_tile:
-                    dets = self._keep(spec, read[i][1], by_tile[i])
+                    dets = self._keep(spec, read[i][0], by_tile[i])
                     parts.append(dets)
                     outcomes.append(TileOutcome(spec.scene, spec.tile_id, TileStatus.DONE,
                                                 len(dets)))

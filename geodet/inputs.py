@@ -1,50 +1,102 @@
-"""Expanding the scene arguments: paths, URLs, glob patterns and lists of paths."""
+"""Expanding the scene arguments: paths, URLs, glob patterns and lists of paths.
+
+Patterns and lists work on local folders and in object storage alike
+(``s3://bucket/prefix/*.tif``, ``gs://...``, ``/vsis3/...``): remote ones are
+expanded and read with fsspec (s3fs, gcsfs), which take the clouds' standard
+environment variables (``AWS_ENDPOINT_URL``...) as GDAL does (`geodet.remote`).
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+import posixpath
 from collections.abc import Iterable
 
+import fsspec
+
 from geodet.errors import InputError
+from geodet.remote import VSI_PREFIXES, fsspec_url, is_remote
 
 LIST_SUFFIXES = (".txt", ".lst")
+PATTERN_CHARS = "*?["
 
 
-def _is_remote(item: str) -> bool:
-    return "://" in item or item.startswith("/vsi")
+def _filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:  # s3fs or gcsfs missing
+        raise InputError(f"cannot list {url}: {e}") from None
+
+
+def _remote_glob(pattern: str) -> list[str]:
+    """The objects matching a remote pattern, as URLs of the pattern's own kind."""
+    url = fsspec_url(pattern)
+    if not url.startswith(("s3://", "gs://")):
+        raise InputError(f"cannot expand the pattern {pattern!r}: patterns work on local "
+                         "folders, s3:// and gs://; list the URLs in a .txt file instead")
+    fs, path = _filesystem(url)
+    try:
+        found = sorted(fs.glob(path))
+    except (OSError, ValueError) as e:  # PermissionError, FileNotFoundError...
+        raise InputError(f"cannot list {pattern}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'refused'}") from None
+    scheme = url.split("://", 1)[0]
+    prefix = VSI_PREFIXES[scheme] if pattern.startswith("/vsi") else f"{scheme}://"
+    return [prefix + f.removeprefix(f"{scheme}://") for f in found]
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        if is_remote(path):
+            fs, inner = _filesystem(fsspec_url(path))
+            with fs.open(inner, "rt", encoding="utf-8") as f:
+                return f.read().splitlines()
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"cannot read the scene list {path}: {e}") from None
 
 
 def _from_list(path: str) -> list[str]:
     """Paths or URLs in a text file, one a line; ``#`` starts a comment. Relative
-    paths are relative to the list file."""
-    base = os.path.dirname(os.path.abspath(path))
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [ln.split("#", 1)[0].strip() for ln in f]
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read the scene list {path}: {e}") from None
-    items = [ln for ln in lines if ln]
+    paths are relative to the list file (local or remote)."""
+    items = [ln.split("#", 1)[0].strip() for ln in _read_lines(path)]
+    items = [ln for ln in items if ln]
     if not items:
         raise InputError(f"the scene list {path} names no scene")
-    return [ln if _is_remote(ln) or os.path.isabs(ln) else os.path.join(base, ln)
-            for ln in items]
+    join = posixpath.join if is_remote(path) else os.path.join
+    base = posixpath.dirname(path) if is_remote(path) else os.path.dirname(
+        os.path.abspath(path))
+    return [ln if is_remote(ln) or os.path.isabs(ln) else join(base, ln) for ln in items]
+
+
+def _is_pattern(item: str) -> bool:
+    """Wildcards outside an HTTP URL (where ``?`` starts a query)."""
+    return any(c in item for c in PATTERN_CHARS) and not fsspec_url(item).startswith(
+        ("http://", "https://"))
+
+
+def _is_list(item: str) -> bool:
+    return item.lower().endswith(LIST_SUFFIXES) and (is_remote(item) or os.path.isfile(item))
 
 
 def expand_scenes(items: Iterable[str | os.PathLike]) -> list[str]:
     """Scene paths from command-line style arguments, in order, without repeats.
 
-    An argument is a path or GDAL URL, a glob pattern (``tiles/*.tif``, ``**`` for
-    sub-folders), or a ``.txt`` / ``.lst`` file listing paths or URLs.
+    An argument is a path or URL, a glob pattern (``tiles/*.tif``, ``**`` for
+    sub-folders, ``s3://bucket/prefix/*.tif``), or a ``.txt`` / ``.lst`` file (local
+    or remote) listing paths or URLs.
     """
     out: list[str] = []
     for item in map(os.fspath, items):
-        if not _is_remote(item) and any(c in item for c in "*?["):
-            found = sorted(glob.glob(item, recursive=True))
+        if _is_pattern(item):
+            found = _remote_glob(item) if is_remote(item) else sorted(
+                glob.glob(item, recursive=True))
             if not found:
                 raise InputError(f"no file matches the pattern {item!r}")
             out.extend(found)
-        elif item.lower().endswith(LIST_SUFFIXES) and os.path.isfile(item):
+        elif _is_list(item):
             out.extend(_from_list(item))
         else:
             out.append(item)

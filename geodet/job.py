@@ -19,6 +19,7 @@ from rasterio.errors import CRSError
 from geodet.errors import InputError
 from geodet.inputs import expand_scenes
 from geodet.model import inspect_model, read_model
+from geodet.mosaic import build_vrt
 from geodet.options import Options
 from geodet.read import tiles_with_data
 from geodet.scene import open_scene
@@ -82,15 +83,23 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
         raise InputError("no scene given: name at least one raster, pattern or list file")
     out_path = check_output(out, options.overwrite) if out is not None else None
     out_crs = _parse_crs(options.out_crs) if options.out_crs else None
+    if options.mosaic:
+        paths = [build_vrt(paths)]
     model_bytes = read_model(model)
     info = inspect_model(model, model_bytes)
-    settings = resolve(options, info, [open_scene(p, options.bands) for p in paths])
+    settings = resolve(options, info, [open_scene(p, options.bands, options.scale)
+                                       for p in paths])
     grids = tuple(plan_grid(s.width, s.height, settings.tiles[i], settings.overlap, scene=i)
                   for i, s in enumerate(settings.scenes))
+    has_data = tuple(tiles_with_data(s, g) for s, g in zip(settings.scenes, grids,
+                                                            strict=True))
+    for scene, mask in zip(settings.scenes, has_data, strict=True):
+        if not mask.any():
+            raise InputError(f"scene {scene.name} has no valid pixel (all nodata, "
+                             "transparent or masked): leave it out, or check its nodata "
+                             "value")
     return Job(options=options, settings=settings, out=out_path, out_crs=out_crs,
-               grids=grids, has_data=tuple(tiles_with_data(s, g) for s, g in
-                                           zip(settings.scenes, grids, strict=True)),
-               model=model_bytes)
+               grids=grids, has_data=has_data, model=model_bytes)
 
 
 def _parse_crs(text: str) -> CRS:

@@ -13,6 +13,7 @@ their declared ``fallback``.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -75,6 +76,17 @@ class Options(BaseModel):
     bands: tuple[Annotated[int, Field(ge=1)], ...] | None = option(
         None, "bands fed to the model, in order, for example 1,2,3 or 3,2,1 for a BGR "
         "model", shown="all but alpha", min_length=1)
+    scale: tuple[float, ...] | None = option(
+        None, "integer or float values mapped to the model's 0..1: MIN,MAX for all bands, "
+        "or one MIN,MAX pair per band, for example 0,4095 for 12-bit data",
+        shown="the bit depth the scene declares (NBITS), else 0..255 for 8-bit data, else "
+        "the smallest bit depth that holds the scene's largest value; float data as is",
+        min_length=2)
+    min_valid: float = option(
+        0.5, "detections whose box holds less than this fraction of valid pixels (not "
+        "nodata, alpha or masked) are dropped", ge=0, le=1)
+    mosaic: bool = option(False, "treat all given files (same CRS, resolution and bands) "
+                          "as one scene, so objects on file borders are found once")
     layout: Literal[tuple(DECODERS)] | None = option(  # type: ignore[valid-type]
         None, "the model's output layout, when geodet cannot tell it", shown="detected")
     out_crs: str | None = option(
@@ -90,11 +102,24 @@ class Options(BaseModel):
         "adding GPU nodes) before giving up", gt=0, le=86400)
     progress: bool = option(True, "show a progress bar")
 
-    @field_validator("bands", mode="before")
+    @field_validator("bands", "scale", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """``"1,2,3"`` (a command line) -> ``[1, 2, 3]``."""
         return value.split(",") if isinstance(value, str) else value
+
+    @field_validator("scale")
+    @classmethod
+    def _ranges(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        """MIN,MAX pairs of finite numbers, each MIN below its MAX."""
+        if value is None:
+            return value
+        if len(value) % 2:
+            raise ValueError("give MIN,MAX, or one MIN,MAX pair per band")
+        for lo, hi in zip(value[::2], value[1::2], strict=True):
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"each MIN must be a number below its MAX ({lo}, {hi})")
+        return value
 
     @classmethod
     def parse(cls, **values: Any) -> Options:

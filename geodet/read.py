@@ -1,13 +1,16 @@
 """Reading tiles: which tiles hold data, and windowed reads resampled for the model.
 
 Pixels are only ever read through windows; a whole scene is never loaded. Each
-detector process keeps one open dataset per scene and reuses it.
+detector process keeps one open dataset per scene and reuses it. A tile comes back
+with its values scaled to 0..1 by the scene's value range, its invalid pixels filled
+with the scene's fill, and which pixels are valid.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import rasterio
@@ -38,6 +41,7 @@ def tiles_with_data(scene: SceneInfo, grid: Grid) -> np.ndarray:
         return np.ones(len(grid), dtype=bool)
     f = max(1.0, max(scene.width, scene.height) / MASK_PLAN_SIDE)
     shape = (max(1, math.ceil(scene.height / f)), max(1, math.ceil(scene.width / f)))
+    scene.configure()
     with rasterio.open(scene.path) as ds:
         mask = ds.dataset_mask(out_shape=shape, resampling=Resampling.average) > 0
     table = np.zeros((shape[0] + 1, shape[1] + 1), dtype=np.int64)
@@ -61,27 +65,63 @@ def tiles_with_data(scene: SceneInfo, grid: Grid) -> np.ndarray:
     return has_data.reshape(-1)
 
 
+@dataclass(frozen=True)
+class Tile:
+    """One tile as the model will see it, before the model's own standardisation."""
+
+    pixels: np.ndarray  # (bands, h, w) float32, 0..1 (float scenes: as they are)
+    valid: np.ndarray | None  # (h, w) bool, False on nodata and padding; None: all valid
+    scale: tuple[float, float]  # output pixels per source pixel (sx, sy)
+
+    def valid_fraction(self, boxes: np.ndarray) -> np.ndarray:
+        """The fraction of valid pixels under each ``(N, 4)`` box (tile pixels, x0 y0
+        x1 y1, clipped to the tile), from a summed-area table."""
+        if self.valid is None:
+            return np.ones(len(boxes))
+        h, w = self.valid.shape
+        table = np.zeros((h + 1, w + 1))
+        table[1:, 1:] = self.valid.cumsum(0).cumsum(1)
+        x0, x1 = (np.clip(np.round(boxes[:, i]), 0, w).astype(int) for i in (0, 2))
+        y0, y1 = (np.clip(np.round(boxes[:, i]), 0, h).astype(int) for i in (1, 3))
+        area = (x1 - x0) * (y1 - y0)
+        count = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+        return np.where(area > 0, count / np.maximum(area, 1), 0.0)
+
+
+def to_unit_range(data: np.ndarray, scene: SceneInfo) -> np.ndarray:
+    """Scene values -> float32, mapped to 0..1 by the scene's value range (clipped)."""
+    x = data.astype(np.float32)
+    if scene.value_range is not None:
+        lo, hi = (np.array(v, np.float32).reshape(-1, 1, 1) for v in zip(*scene.value_range,
+                                                                          strict=True))
+        x -= lo
+        x /= hi - lo
+        np.clip(x, 0, 1, out=x)
+    return x
+
+
 class TileReader:
     """Reads tiles with windowed reads, one open dataset per scene per process."""
 
     def __init__(self, scenes: list[SceneInfo]) -> None:
         self._scenes = scenes
         self._open: dict[int, rasterio.DatasetReader] = {}
+        for scene in scenes:
+            scene.configure()
 
     def _dataset(self, scene: int) -> rasterio.DatasetReader:
         if scene not in self._open:
             self._open[scene] = rasterio.open(self._scenes[scene].path)
         return self._open[scene]
 
-    def read(self, spec: TileSpec, out_size: tuple[int, int],
-             tile: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
-        """Read one tile as a ``(bands, out_h, out_w)`` array in the scene's dtype.
+    def read(self, spec: TileSpec, out_size: tuple[int, int], tile: tuple[int, int]) -> Tile:
+        """Read one tile: ``(bands, out_h, out_w)`` values in 0..1.
 
         The nominal ``tile`` (w, h) in source pixels is resampled to ``out_size``
         (w, h); a window smaller than the tile (a raster smaller than one tile) is
-        read at the same scale and padded with zeros on the right and bottom.
-        Invalid pixels (nodata, alpha, mask) are zero. Returns the array and the
-        scale ``(sx, sy)`` in output pixels per source pixel.
+        read at the same scale and padded on the right and bottom. Invalid pixels
+        (nodata, alpha, mask) and the padding take the scene's fill and are marked
+        invalid.
         """
         info, ds = self._scenes[spec.scene], self._dataset(spec.scene)
         sx, sy = out_size[0] / tile[0], out_size[1] / tile[1]
@@ -92,27 +132,29 @@ class TileReader:
             else Resampling.bilinear
         data = ds.read(list(info.bands), window=window, out_shape=(len(info.bands), h, w),
                        resampling=resampling)
-        if info.has_mask:
-            valid = ds.dataset_mask(window=window, out_shape=(h, w)) > 0
-            data[:, ~valid] = 0
+        valid = ds.dataset_mask(window=window, out_shape=(h, w)) > 0 if info.has_mask \
+            else None
         if (w, h) != out_size:
-            data = np.pad(data, ((0, 0), (0, out_size[1] - h), (0, out_size[0] - w)))
-        return data, (w / spec.width, h / spec.height)
+            pad = ((0, out_size[1] - h), (0, out_size[0] - w))
+            data = np.pad(data, ((0, 0), *pad))
+            valid = np.pad(np.ones((h, w), bool) if valid is None else valid, pad)
+        if valid is not None:
+            data[:, ~valid] = np.array(info.fill or 0, data.dtype).reshape(-1, 1)
+        return Tile(to_unit_range(data, info), valid, (w / spec.width, h / spec.height))
 
-    def try_read(self, spec: TileSpec, out_size: tuple[int, int], tile: tuple[int, int]
-                 ) -> tuple[np.ndarray | None, tuple[float, float] | None, str]:
+    def try_read(self, spec: TileSpec, out_size: tuple[int, int],
+                 tile: tuple[int, int]) -> tuple[Tile | None, str]:
         """`read`, tried `READ_ATTEMPTS` times in all with a fresh dataset handle
-        (remote reads fail transiently); returns ``(array, scale, "")``, or
-        ``(None, None, reason)`` when every attempt failed."""
+        (remote reads fail transiently); returns ``(tile, "")``, or ``(None, reason)``
+        when every attempt failed."""
         for attempt in range(READ_ATTEMPTS):
             try:
-                arr, scale = self.read(spec, out_size, tile)
-                return arr, scale, ""
+                return self.read(spec, out_size, tile), ""
             except Exception as e:  # a corrupt block must not sink the other tiles
                 error = e
                 self._forget(spec.scene)
                 time.sleep(READ_BACKOFF_S * 2 ** attempt)
-        return None, None, one_line(f"read failed {READ_ATTEMPTS} times", error)
+        return None, one_line(f"read failed {READ_ATTEMPTS} times", error)
 
     def _forget(self, scene: int) -> None:
         """Close a scene's dataset; the next read opens it afresh."""

@@ -42,7 +42,10 @@ def resolve(options: Options, model: ModelInfo, scenes: list[SceneInfo]) -> Sett
                 f"{len(s.bands)} (bands {list(s.bands)}): choose bands with --bands, "
                 f"for example --bands {','.join(str(b) for b in range(1, model.channels + 1))}"
             )
-    sources: dict[str, dict] = {}
+    sources: dict[str, dict] = {"scale": {
+        "value": [None if s.value_range is None else [list(r) for r in s.value_range]
+                  for s in scenes],
+        "source": [s.range_source for s in scenes]}}
 
     def pick(name: str, cli_value):
         if cli_value is not None:

@@ -8,24 +8,34 @@ from geodet.tiling import plan_grid, plan_tiles
 from tests.helpers import write_tif
 
 
-def test_reader_pads_small_rasters_and_masks_nodata(tmp_path):
+def test_reader_pads_small_rasters_and_fills_nodata(tmp_path):
     data = np.arange(3 * 10 * 20, dtype=np.uint16).reshape(3, 10, 20) + 1
     data[:, 0, 0] = 0
     path = write_tif(tmp_path / "s.tif", data, nodata=0)
-    s = open_scene(path)
+    s = open_scene(path, scale=(0, 1000))
     [spec] = plan_tiles(s.width, s.height, (32, 32), 0.2)
-    arr, scale = TileReader([s]).read(spec, (32, 32), (32, 32))
-    assert arr.shape == (3, 32, 32) and arr.dtype == np.uint16 and scale == (1.0, 1.0)
-    np.testing.assert_array_equal(arr[:, :10, :20], data)
-    assert not arr[:, 10:, :].any() and not arr[:, :, 20:].any()
+    tile = TileReader([s]).read(spec, (32, 32), (32, 32))
+    arr = tile.pixels
+    assert arr.shape == (3, 32, 32) and arr.dtype == np.float32 and tile.scale == (1.0, 1.0)
+    expected = data / np.float32(1000)
+    np.testing.assert_allclose(arr[:, 1:10, :20], expected[:, 1:, :], rtol=1e-6)
+    # nodata and padding: the scene's mean valid value, marked invalid
+    fill = np.array(s.fill, np.float32).astype(np.uint16) / np.float32(1000)
+    np.testing.assert_allclose(arr[:, 0, 0], fill, rtol=1e-6)
+    np.testing.assert_allclose(arr[:, 20:, 25], np.repeat(fill[:, None], 12, 1), rtol=1e-6)
+    assert tile.valid[1:10, :20].all() and not tile.valid[0, 0]
+    assert not tile.valid[10:, :].any() and not tile.valid[:, 20:].any()
+    assert tile.valid_fraction(np.array([[0, 0, 20, 10], [10, 5, 30, 15], [20, 20, 30, 30]])
+                               ).tolist() == [199 / 200, 0.25, 0.0]
 
 
 def test_reader_resamples_to_the_model_input(tmp_path):
     path = write_tif(tmp_path / "s.tif", np.full((3, 64, 64), 7, np.uint8))
     s = open_scene(path)
     spec = plan_tiles(64, 64, (32, 32), 0.0)[3]
-    arr, scale = TileReader([s]).read(spec, (16, 16), (32, 32))
-    assert arr.shape == (3, 16, 16) and scale == (0.5, 0.5) and (arr == 7).all()
+    tile = TileReader([s]).read(spec, (16, 16), (32, 32))
+    assert tile.pixels.shape == (3, 16, 16) and tile.scale == (0.5, 0.5)
+    assert (tile.pixels == np.float32(7 / 255)).all() and tile.valid is None
 
 
 def test_tiles_without_data_are_found_on_the_mask(tmp_path):
@@ -54,5 +64,5 @@ def test_band_order_for_bgr_models(tmp_path):
     data = np.stack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30)])
     s = open_scene(write_tif(tmp_path / "s.tif", data), bands=(3, 2, 1))
     [spec] = plan_tiles(8, 8, (8, 8), 0.0)
-    arr, _ = TileReader([s]).read(spec, (8, 8), (8, 8))
-    assert arr[:, 0, 0].tolist() == [30, 20, 10]
+    pixels = TileReader([s]).read(spec, (8, 8), (8, 8)).pixels
+    assert (pixels[:, 0, 0] * 255).round().tolist() == [30, 20, 10]
