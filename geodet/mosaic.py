@@ -42,9 +42,9 @@ class _Part:
 def _open(path: str) -> _Part:
     path = remote.gdal_path(path)
     path = path if remote.is_remote(path) else os.path.abspath(path)
-    remote.configure(remote.gdal_config() if remote.is_remote(path) else {})
     try:
-        with rasterio.open(path) as ds:
+        with remote.environment(remote.gdal_config() if remote.is_remote(path) else {}), \
+                rasterio.open(path) as ds:
             return _Part(path, ds.width, ds.height, ds.crs, ds.transform, ds.dtypes,
                          ds.nodata, tuple(c.name for c in ds.colorinterp))
     except RasterioIOError as e:

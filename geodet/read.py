@@ -41,8 +41,7 @@ def tiles_with_data(scene: SceneInfo, grid: Grid) -> np.ndarray:
         return np.ones(len(grid), dtype=bool)
     f = max(1.0, max(scene.width, scene.height) / MASK_PLAN_SIDE)
     shape = (max(1, math.ceil(scene.height / f)), max(1, math.ceil(scene.width / f)))
-    scene.configure()
-    with rasterio.open(scene.path) as ds:
+    with scene.environment(), rasterio.open(scene.path) as ds:
         mask = ds.dataset_mask(out_shape=shape, resampling=Resampling.average) > 0
     table = np.zeros((shape[0] + 1, shape[1] + 1), dtype=np.int64)
     table[1:, 1:] = mask.cumsum(0).cumsum(1)
@@ -106,8 +105,6 @@ class TileReader:
     def __init__(self, scenes: list[SceneInfo]) -> None:
         self._scenes = scenes
         self._open: dict[int, rasterio.DatasetReader] = {}
-        for scene in scenes:
-            scene.configure()
 
     def _dataset(self, scene: int) -> rasterio.DatasetReader:
         if scene not in self._open:
@@ -123,6 +120,11 @@ class TileReader:
         (nodata, alpha, mask) and the padding take the scene's fill and are marked
         invalid.
         """
+        with self._scenes[spec.scene].environment():
+            return self._read(spec, out_size, tile)
+
+    def _read(self, spec: TileSpec, out_size: tuple[int, int], tile: tuple[int, int]) -> Tile:
+        """`read`, inside the scene's GDAL environment."""
         info, ds = self._scenes[spec.scene], self._dataset(spec.scene)
         sx, sy = out_size[0] / tile[0], out_size[1] / tile[1]
         w = min(out_size[0], max(1, round(spec.width * sx)))

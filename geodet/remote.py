@@ -7,16 +7,20 @@ cloud tool reads (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` for S3-compatible stores such as MinIO,
 ``GOOGLE_APPLICATION_CREDENTIALS``) plus settings that make range reads of
 Cloud-Optimised GeoTIFFs cheap. The configuration is worked out once, in the driver,
-from its environment, travels with each remote scene, and is applied in every process
-that opens the scene (`configure`): a Ray worker started before the variables were set,
+from its environment, travels with each remote scene, and every open and read of the
+scene happens in `environment`: a Ray worker started before the variables were set,
 or on another machine, reads with the same endpoint and credentials.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from urllib.parse import urlsplit
+
+import rasterio
 
 #: URL scheme -> GDAL virtual file system.
 VSI_PREFIXES = {"s3": "/vsis3/", "gs": "/vsigs/", "http": "/vsicurl/", "https": "/vsicurl/"}
@@ -38,9 +42,11 @@ GDAL_DEFAULTS = {
 }
 
 #: Variables GDAL reads under their standard names: passed on as they are.
-PASSED_ON = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-             "AWS_REGION", "AWS_NO_SIGN_REQUEST", "AWS_REQUEST_PAYER",
+PASSED_ON = ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_NO_SIGN_REQUEST", "AWS_REQUEST_PAYER",
              "GOOGLE_APPLICATION_CREDENTIALS", "GS_NO_SIGN_REQUEST")
+#: Passed on too, but only through the process environment (rasterio refuses them as
+#: options).
+KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def is_remote(path: str) -> bool:
@@ -76,10 +82,10 @@ def gdal_config(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
     ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (``http://host:port``) becomes
     ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and path-style addressing, as S3-compatible
-    stores need; ``AWS_DEFAULT_REGION`` becomes ``AWS_REGION``. GDAL options already
-    in the environment are kept.
+    stores need; ``AWS_DEFAULT_REGION`` becomes ``AWS_REGION``. GDAL options the
+    environment sets itself are left to it.
     """
-    config = {k: environ[k] for k in PASSED_ON if environ.get(k)}
+    config = {k: environ[k] for k in (*KEYS, *PASSED_ON) if environ.get(k)}
     if environ.get("AWS_DEFAULT_REGION") and "AWS_REGION" not in config:
         config["AWS_REGION"] = environ["AWS_DEFAULT_REGION"]
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
@@ -88,13 +94,17 @@ def gdal_config(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         config.update(AWS_S3_ENDPOINT=url.netloc + url.path.rstrip("/"),
                       AWS_HTTPS="NO" if url.scheme == "http" else "YES",
                       AWS_VIRTUAL_HOSTING="FALSE")
-    config.update(GDAL_DEFAULTS)
-    return {**config, **{k: environ[k] for k in config if environ.get(k)}}
+    config.update({k: v for k, v in GDAL_DEFAULTS.items() if k not in environ})
+    return config
 
 
-def configure(config: Mapping[str, str]) -> None:
-    """Apply a configuration from `gdal_config` to this process, where GDAL reads it
-    (its configuration falls back to environment variables). Variables this process
-    already has win: a worker's own credentials are not replaced."""
-    for key, value in config.items():
-        os.environ.setdefault(key, value)
+def environment(config: Mapping[str, str]) -> AbstractContextManager:
+    """Where to open and read a scene with a configuration from `gdal_config`: GDAL's
+    options for this thread, inside the block. Access keys go to the process
+    environment, only where it has none: a worker's own credentials are kept."""
+    if not config:
+        return contextlib.nullcontext()
+    for key in KEYS:
+        if key in config:
+            os.environ.setdefault(key, config[key])
+    return rasterio.Env(**{k: v for k, v in config.items() if k not in KEYS})

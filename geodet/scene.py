@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import warnings
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,9 +69,9 @@ class SceneInfo:
             return "mosaic"
         return os.path.basename(self.path.rstrip("/")) or self.path
 
-    def configure(self) -> None:
-        """Configure GDAL in this process for reading the scene (remote scenes only)."""
-        remote.configure(dict(self.gdal_config))
+    def environment(self) -> AbstractContextManager:
+        """Where to open and read the scene: GDAL configured for it (remote scenes)."""
+        return remote.environment(dict(self.gdal_config))
 
 
 def open_scene(path: str | os.PathLike, bands: tuple[int, ...] | None = None,
@@ -88,7 +89,12 @@ def open_scene(path: str | os.PathLike, bands: tuple[int, ...] | None = None,
     if local and os.path.isdir(path):
         raise InputError(f"scene is a directory, not a raster: {path}")
     config = tuple(remote.gdal_config().items()) if remote.is_remote(path) else ()
-    remote.configure(dict(config))
+    with remote.environment(dict(config)):
+        return _open(path, given, local, bands, scale, config)
+
+
+def _open(path: str, given: str, local: bool, bands: tuple[int, ...] | None,
+          scale: tuple[float, ...] | None, config: tuple[tuple[str, str], ...]) -> SceneInfo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", NotGeoreferencedWarning)
