@@ -56,13 +56,15 @@ def test_boxes_mostly_on_invalid_pixels_are_dropped(tmp_path, model_dir):
     onnx.save(constant_outputs({"output0": np.hstack([cxcywh, np.full((3, 1), 0.9)]).T}),
               model)
     data = np.full((3, 64, 64), 90, np.uint8)
-    data[:, :, 36:] = 0  # nodata from column 36: the middle box is 12 / 16 on nodata
+    data[:, :, 28:] = 0  # nodata from column 28: the middle box is 4 / 16 on data
     scene = write_tif(tmp_path / "s.tif", data, nodata=0)
-    kept = geodet.detect(scene, model, progress=False)
+    kept = geodet.detect(scene, model, layout="ultralytics", progress=False)
     assert len(kept) == 1 and kept.geometry[0].bounds == pytest.approx(
         footprint(4, 4, 16).bounds)
-    assert len(geodet.detect(scene, model, min_valid=0.2, progress=False)) == 2
-    assert len(geodet.detect(scene, model, min_valid=0.0, progress=False)) == 3
+    assert len(geodet.detect(scene, model, layout="ultralytics", min_valid=0.2,
+                               progress=False)) == 2
+    assert len(geodet.detect(scene, model, layout="ultralytics", min_valid=0.0,
+                               progress=False)) == 3
 
 
 def test_all_nodata_scene_is_refused(tmp_path, squares_model):
