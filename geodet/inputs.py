@@ -23,8 +23,10 @@ PATTERN_CHARS = "*?["
 
 
 def _filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """A fresh file system (fsspec caches instances and listings otherwise: a later
+    call in the same process would miss a changed endpoint or new objects)."""
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, skip_instance_cache=True)
     except ImportError as e:  # s3fs or gcsfs missing
         raise InputError(f"cannot list {url}: {e}") from None
 

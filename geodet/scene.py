@@ -107,8 +107,8 @@ def _open(path: str, given: str, local: bool, bands: tuple[int, ...] | None,
     except RasterioIOError as e:
         if not local:
             raise InputError(f"cannot read remote scene {given}: {_remote_reason(e)}: "
-                             "check the URL, the credentials and the endpoint "
-                             "(AWS_ENDPOINT_URL...)") from None
+                             "check the URL and, for object storage, the credentials and "
+                             "the endpoint (AWS_ENDPOINT_URL...)") from None
         reason = str(e).splitlines()[0] if str(e) else "unreadable"
         raise InputError(
             f"cannot read scene as a raster: {path} ({reason}): give a GeoTIFF or "
