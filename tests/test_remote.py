@@ -99,6 +99,10 @@ def test_s3_patterns_and_lists(tmp_path, s3_server, squares_model):
     listed = geodet.detect(f"/vsis3/{BUCKET}/survey/scenes.txt", squares_model,
                            progress=False)
     assert bounds(listed) == EXPECTED and set(listed["scene"]) == {"1.tif"}
+    # The two files lie on each other: as one mosaic, each square is found once.
+    mosaic = geodet.detect(f"s3://{BUCKET}/survey/*.tif", squares_model, mosaic=True,
+                           progress=False)
+    assert bounds(mosaic) == EXPECTED
     with pytest.raises(InputError, match="does not exist"):
         geodet.detect(f"s3://{BUCKET}/survey/missing.tif", squares_model, progress=False)
     with pytest.raises(InputError, match="no file matches"):

@@ -12,6 +12,7 @@ import pytest
 import rasterio
 
 import geodet
+from geodet.cli import main
 from geodet.demo import bundled_model
 from geodet.errors import InputError
 from geodet.evaluate import evaluate
@@ -46,8 +47,12 @@ def test_the_rules_in_order(tmp_path, caplog):
     assert "without a declared bit depth" in caplog.text and "--scale" in caplog.text
 
 
-def test_bad_scale_is_one_line(tmp_path):
+def test_bad_scale_is_one_line(tmp_path, squares_model, capsys):
     path = write_tif(tmp_path / "s.tif", np.zeros((3, 8, 8), np.uint16))
+    assert main(["detect", str(path), "--model", str(squares_model), "--out",
+                 str(tmp_path / "o.gpkg"), "--scale", "4095,0"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid scale" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(InputError, match="gives 2 MIN,MAX pairs for the 3 bands"):
         open_scene(path, scale=(0, 1, 0, 1))
     for bad in ("5,5", "0,1,2", "0,nan", "x,1"):
