@@ -14,10 +14,9 @@ or on another machine, reads with the same endpoint and credentials.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import urlsplit
 
 import rasterio
@@ -83,27 +82,28 @@ def gdal_config(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (``http://host:port``) becomes
     ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and path-style addressing, as S3-compatible
     stores need; ``AWS_DEFAULT_REGION`` becomes ``AWS_REGION``. GDAL options the
-    environment sets itself are left to it.
+    environment sets itself (``AWS_S3_ENDPOINT``, ``GDAL_HTTP_TIMEOUT``...) are left
+    to it.
     """
-    config = {k: environ[k] for k in (*KEYS, *PASSED_ON) if environ.get(k)}
-    if environ.get("AWS_DEFAULT_REGION") and "AWS_REGION" not in config:
-        config["AWS_REGION"] = environ["AWS_DEFAULT_REGION"]
+    derived = dict(GDAL_DEFAULTS)
+    if environ.get("AWS_DEFAULT_REGION"):
+        derived["AWS_REGION"] = environ["AWS_DEFAULT_REGION"]
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        config.update(AWS_S3_ENDPOINT=url.netloc + url.path.rstrip("/"),
-                      AWS_HTTPS="NO" if url.scheme == "http" else "YES",
-                      AWS_VIRTUAL_HOSTING="FALSE")
-    config.update({k: v for k, v in GDAL_DEFAULTS.items() if k not in environ})
-    return config
+        derived.update(AWS_S3_ENDPOINT=url.netloc + url.path.rstrip("/"),
+                       AWS_HTTPS="NO" if url.scheme == "http" else "YES",
+                       AWS_VIRTUAL_HOSTING="FALSE")
+    return {**{k: environ[k] for k in (*KEYS, *PASSED_ON) if environ.get(k)},
+            **{k: v for k, v in derived.items() if k not in environ}}
 
 
 def environment(config: Mapping[str, str]) -> AbstractContextManager:
     """Where to open and read a scene with a configuration from `gdal_config`: GDAL's
     options for this thread, inside the block. Access keys go to the process
-    environment, only where it has none: a worker's own credentials are kept."""
+    environment, only where it has none: a worker's own keys are kept."""
     if not config:
-        return contextlib.nullcontext()
+        return nullcontext()
     for key in KEYS:
         if key in config:
             os.environ.setdefault(key, config[key])

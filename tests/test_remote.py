@@ -46,6 +46,8 @@ def test_gdal_is_configured_from_the_standard_variables():
     assert config["AWS_ACCESS_KEY_ID"] == "k" and config["AWS_SECRET_ACCESS_KEY"] == "s"
     assert config["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
     assert "GDAL_HTTP_TIMEOUT" not in config  # the environment's own setting stays
+    assert "AWS_S3_ENDPOINT" not in gdal_config({"AWS_ENDPOINT_URL": "http://a:1",
+                                                 "AWS_S3_ENDPOINT": "b:2"})
     assert gdal_config({"AWS_ENDPOINT_URL_S3": "https://minio.example:9000"})[
         "AWS_HTTPS"] == "YES"
     assert [gdal_path(p) for p in ("s3://b/k.tif", "gs://b/k.tif", "https://h/k.tif",
