@@ -13,22 +13,12 @@ import os
 import posixpath
 from collections.abc import Iterable
 
-import fsspec
-
+from geodet import storage
 from geodet.errors import InputError
 from geodet.remote import VSI_PREFIXES, fsspec_url, is_remote
 
 LIST_SUFFIXES = (".txt", ".lst")
 PATTERN_CHARS = "*?["
-
-
-def _filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """A fresh file system (fsspec caches instances and listings otherwise: a later
-    call in the same process would miss a changed endpoint or new objects)."""
-    try:
-        return fsspec.core.url_to_fs(url, skip_instance_cache=True)
-    except ImportError as e:  # s3fs or gcsfs missing
-        raise InputError(f"cannot list {url}: {e}") from None
 
 
 def _remote_glob(pattern: str) -> list[str]:
@@ -37,7 +27,7 @@ def _remote_glob(pattern: str) -> list[str]:
     if not url.startswith(("s3://", "gs://")):
         raise InputError(f"cannot expand the pattern {pattern!r}: patterns work on local "
                          "folders, s3:// and gs://; list the URLs in a .txt file instead")
-    fs, path = _filesystem(url)
+    fs, path = storage._filesystem(url)  # a fresh client; setup errors as InputError
     try:
         found = sorted(fs.glob(path))
     except (OSError, ValueError) as e:  # PermissionError, FileNotFoundError...
@@ -51,9 +41,7 @@ def _remote_glob(pattern: str) -> list[str]:
 def _read_lines(path: str) -> list[str]:
     try:
         if is_remote(path):
-            fs, inner = _filesystem(fsspec_url(path))
-            with fs.open(inner, "rt", encoding="utf-8") as f:
-                return f.read().splitlines()
+            return storage.read_bytes(fsspec_url(path)).decode("utf-8").splitlines()
         with open(path, encoding="utf-8") as f:
             return f.read().splitlines()
     except (OSError, UnicodeDecodeError, ValueError) as e:
