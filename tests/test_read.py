@@ -1,6 +1,7 @@
 """Reading tiles: padding, masks, resampling, band order, tiles without data."""
 
 import numpy as np
+import rasterio
 
 from geodet.read import TileReader, tiles_with_data
 from geodet.scene import open_scene
@@ -66,3 +67,19 @@ def test_band_order_for_bgr_models(tmp_path):
     [spec] = plan_tiles(8, 8, (8, 8), 0.0)
     pixels = TileReader([s]).read(spec, (8, 8), (8, 8)).pixels
     assert (pixels[:, 0, 0] * 255).round().tolist() == [30, 20, 10]
+
+
+def test_an_internal_mask_marks_pixels_invalid(tmp_path):
+    data = np.full((3, 16, 16), 200, np.uint8)
+    data[:, :, 8:] = 10
+    path = write_tif(tmp_path / "s.tif", data)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as ds:
+        mask = np.full((16, 16), 255, np.uint8)
+        mask[:, 8:] = 0
+        ds.write_mask(mask)
+    s = open_scene(path)
+    assert s.has_mask and s.fill == (200.0,) * 3
+    [spec] = plan_tiles(16, 16, (16, 16), 0.0)
+    tile = TileReader([s]).read(spec, (16, 16), (16, 16))
+    assert tile.valid[:, :8].all() and not tile.valid[:, 8:].any()
+    assert (tile.pixels == np.float32(200 / 255)).all()  # the masked 10s are filled
