@@ -13,7 +13,7 @@ import geodet
 from geodet.errors import InputError
 from geodet.mosaic import build_vrt
 from geodet.scene import open_scene
-from tests.helpers import GSD, ORIGIN, scene_with_squares, write_tif
+from tests.helpers import GSD, ORIGIN, pixel_boxes, scene_with_squares, write_tif
 
 # Squares on and across the cut lines (x = 150, y = 130) and elsewhere.
 SQUARES = [(144, 20), (20, 125), (145, 124), (60, 60), (200, 200), (250, 40)]
@@ -33,8 +33,8 @@ def cut(path, into, nodata=None) -> list[str]:
     return parts
 
 
-def boxes(result) -> list[tuple[float, ...]]:
-    return sorted(tuple(round(v, 6) for v in g.bounds) for g in result.geometry)
+def boxes(result) -> list[list[int]]:
+    return sorted(pixel_boxes(result, from_origin(*ORIGIN, GSD, GSD)).tolist())
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -10,6 +10,7 @@ import pyogrio
 import pytest
 import rasterio
 from rasterio.enums import ColorInterp
+from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 import geodet
@@ -17,14 +18,11 @@ from geodet.demo import bundled_model
 from geodet.errors import InputError
 from geodet.evaluate import evaluate
 from geodet.synthetic import CLASSES, vehicle_scene, write_truth
-from tests.helpers import footprint, scene_with_squares, write_tif
+from tests.helpers import GSD, ORIGIN, pixel_boxes, scene_with_squares, write_tif
 from tools.toy_models import constant_outputs
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def boxes_of(result) -> list[tuple[float, ...]]:
-    return sorted(tuple(round(v, 6) for v in g.bounds) for g in result.geometry)
+TRANSFORM = from_origin(*ORIGIN, GSD, GSD)  # write_tif's default
 
 
 def test_masked_pixels_are_fed_as_the_scene_mean_not_as_they_are(tmp_path, squares_model):
@@ -40,8 +38,7 @@ def test_masked_pixels_are_fed_as_the_scene_mean_not_as_they_are(tmp_path, squar
                           ColorInterp.alpha]
     out = tmp_path / "o.gpkg"
     result = geodet.detect(scene, squares_model, out, overlap=0.0, progress=False)
-    assert boxes_of(result) == sorted(tuple(round(v, 6) for v in footprint(x, y).bounds)
-                                      for x, y in [(20, 30), (150, 200)])
+    assert pixel_boxes(result, TRANSFORM).tolist() == [[20, 30, 32, 42], [150, 200, 162, 212]]
     tiles = pyogrio.read_dataframe(out, layer="tiles").sort_values("tile_id")
     assert tiles["status"].tolist() == ["done", "done", "empty"] * 2
 
@@ -59,8 +56,7 @@ def test_boxes_mostly_on_invalid_pixels_are_dropped(tmp_path, model_dir):
     data[:, :, 28:] = 0  # nodata from column 28: the middle box is 4 / 16 on data
     scene = write_tif(tmp_path / "s.tif", data, nodata=0)
     kept = geodet.detect(scene, model, layout="ultralytics", progress=False)
-    assert len(kept) == 1 and kept.geometry[0].bounds == pytest.approx(
-        footprint(4, 4, 16).bounds)
+    assert pixel_boxes(kept, TRANSFORM).tolist() == [[4, 4, 20, 20]]
     assert len(geodet.detect(scene, model, layout="ultralytics", min_valid=0.2,
                                progress=False)) == 2
     assert len(geodet.detect(scene, model, layout="ultralytics", min_valid=0.0,

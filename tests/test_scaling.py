@@ -12,14 +12,13 @@ import pytest
 import rasterio
 
 import geodet
-from geodet.cli import main
 from geodet.demo import bundled_model
 from geodet.errors import InputError
 from geodet.evaluate import evaluate
 from geodet.options import Options
 from geodet.scene import open_scene
 from geodet.synthetic import CLASSES, vehicle_scene, write_truth
-from tests.helpers import write_tif
+from tests.helpers import run_error, write_tif
 
 
 def ranges(scene) -> list[tuple[float, float]] | None:
@@ -49,10 +48,9 @@ def test_the_rules_in_order(tmp_path, caplog):
 
 def test_bad_scale_is_one_line(tmp_path, squares_model, capsys):
     path = write_tif(tmp_path / "s.tif", np.zeros((3, 8, 8), np.uint16))
-    assert main(["detect", str(path), "--model", str(squares_model), "--out",
-                 str(tmp_path / "o.gpkg"), "--scale", "4095,0"]) == 2
-    err = capsys.readouterr().err
-    assert "invalid scale" in err and len(err.strip().splitlines()) == 1
+    assert "invalid scale" in run_error(capsys, ["detect", path, "--model", squares_model,
+                                                 "--out", tmp_path / "o.gpkg",
+                                                 "--scale", "4095,0"])
     with pytest.raises(InputError, match="gives 2 MIN,MAX pairs for the 3 bands"):
         open_scene(path, scale=(0, 1, 0, 1))
     for bad in ("5,5", "0,1,2", "0,nan", "x,1"):
