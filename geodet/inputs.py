@@ -27,7 +27,7 @@ def _remote_glob(pattern: str) -> list[str]:
     if not url.startswith(("s3://", "gs://")):
         raise InputError(f"cannot expand the pattern {pattern!r}: patterns work on local "
                          "folders, s3:// and gs://; list the URLs in a .txt file instead")
-    fs, path = storage._filesystem(url)  # a fresh client; setup errors as InputError
+    fs, path = storage.filesystem(url)
     try:
         found = sorted(fs.glob(path))
     except (OSError, ValueError) as e:  # PermissionError, FileNotFoundError...

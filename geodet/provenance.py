@@ -19,7 +19,9 @@ def parameters(job: Job) -> dict:
         "overlap": s.overlap, "conf": s.conf, "iou": s.iou, "gsd": s.gsd,
         "merge": o.merge, "ios": o.ios, "class_agnostic": o.class_agnostic,
         "batch_size": o.batch_size, "device": o.device,
-        "bands": [list(sc.bands) for sc in s.scenes],
+        "bands": [list(sc.bands) for sc in s.scenes], "min_valid": o.min_valid,
+        "value_range": [[list(r) for r in sc.value_range] if sc.value_range else None
+                        for sc in s.scenes],
         "scene_gsd": [list(sc.gsd) if sc.gsd else None for sc in s.scenes]}
 
 

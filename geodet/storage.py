@@ -26,7 +26,8 @@ def is_url(location: str | os.PathLike) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
-def _filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec file system of ``url`` and the path in it; setup errors as `InputError`."""
     try:
         # A fresh client each time: the environment (endpoint, credentials) may change
         # between runs in one process, and fsspec would reuse a cached one.
@@ -42,7 +43,7 @@ def _unreachable(url: str, e: Exception) -> InputError:
 
 def read_bytes(url: str) -> bytes:
     """The whole object at ``url``."""
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     try:
         return fs.cat_file(path)
     except FileNotFoundError:
@@ -52,7 +53,7 @@ def read_bytes(url: str) -> bytes:
 
 
 def exists(url: str) -> bool:
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     try:
         return fs.exists(path)
     except Exception as e:
@@ -62,7 +63,7 @@ def exists(url: str) -> bool:
 def check_writable(url: str) -> None:
     """Fail early when the container of ``url`` (its bucket) does not exist or cannot
     be reached; uploading itself is only tried once the output is complete."""
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     bucket = path.split("/", 1)[0]
     try:
         found = fs.exists(bucket)
@@ -76,7 +77,7 @@ def check_writable(url: str) -> None:
 def upload(local: Path, url: str) -> None:
     """Copy a finished local file to ``url``. Object stores make the object visible
     only once the upload is complete, so a reader never sees half of it."""
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     try:
         fs.put_file(os.fspath(local), path)
     except Exception as e:
@@ -85,7 +86,7 @@ def upload(local: Path, url: str) -> None:
 
 def download(url: str, local: Path) -> bool:
     """Copy ``url`` to ``local``; False if there is no such object."""
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     try:
         fs.get_file(path, os.fspath(local))
     except FileNotFoundError:
@@ -95,6 +96,6 @@ def download(url: str, local: Path) -> bool:
 
 def remove(url: str) -> None:
     """Delete ``url`` if it exists."""
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     if fs.exists(path):
         fs.rm_file(path)
