@@ -91,10 +91,10 @@ def to_unit_range(data: np.ndarray, scene: SceneInfo) -> np.ndarray:
     """Scene values -> float32, mapped to 0..1 by the scene's value range (clipped)."""
     x = data.astype(np.float32)
     if scene.value_range is not None:
-        lo, hi = (np.array(v, np.float32).reshape(-1, 1, 1) for v in zip(*scene.value_range,
+        lo, hi = (np.array(v, np.float64).reshape(-1, 1, 1) for v in zip(*scene.value_range,
                                                                           strict=True))
-        x -= lo
-        x /= hi - lo
+        x -= lo.astype(np.float32)
+        x *= (1.0 / (hi - lo)).astype(np.float32)  # as a product: the same float32 as x/255
         np.clip(x, 0, 1, out=x)
     return x
 
