@@ -8,21 +8,25 @@ record (`geodet.provenance`) -> write (`geodet.write`).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-from tqdm import tqdm
 
 from geodet import engine, layers
 from geodet.detections import ChunkResult, Detections
-from geodet.job import PathLike, prepare
+from geodet.incremental import Previous
+from geodet.job import Job, PathLike, prepare
 from geodet.merge import merge
 from geodet.options import Options
-from geodet.provenance import fingerprint, run_record
+from geodet.progress import Reporter
+from geodet.provenance import detection_settings, fingerprint, run_record
 from geodet.resume import ResumeRecord
+from geodet.storage import is_url
 from geodet.write import write_geopackage
 
 
@@ -41,18 +45,18 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
     `geodet.InputError` before anything is started or written.
     """
     started = datetime.now(UTC)
-    job = prepare(scenes, model, out, Options.parse(**options))
-    with ResumeRecord(job.out, fingerprint(job), job.options.resume) as record:
+    job, previous = _prepare(scenes, model, out, Options.parse(**options))
+    with (ResumeRecord(job.out, fingerprint(job), job.options.resume) as record,
+          Reporter(job.options) as report):
         resumed = record.done([len(g) for g in job.grids])
-        with tqdm(total=job.n_todo(resumed.done), unit="tile", desc="detect",
-                  dynamic_ncols=True, disable=not job.options.progress) as bar:
+        report.start(job, job.n_todo(resumed.done))
 
-            def on_chunk(result: ChunkResult) -> None:
-                record.add(result)
-                bar.update(len(result.tiles))
+        def on_chunk(result: ChunkResult) -> None:
+            record.add(result)
+            report.update(result)
 
-            execution = engine.execute(job.model, job.settings, job.options,
-                                       job.todo(resumed.done), on_chunk)
+        execution = engine.execute(job.model, job.settings, job.options,
+                                   job.todo(resumed.done), on_chunk)
         t = time.perf_counter()
         found = Detections.concat([resumed.detections, execution.detections])
         merged = merge(found, job.options.merge, job.settings.iou, job.options.ios,
@@ -64,9 +68,34 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
         result.attrs["geodet"] = run = run_record(job, execution, resumed.count, len(result),
                                                   started, merge_seconds)
         if job.out is not None:
-            write_geopackage(job.out, layers.detection_layers(job, frames),
-                             layers.tile_layers(job, record), run,
+            found = layers.detection_layers(job, frames), layers.tile_layers(job, record)
+            detections, tiles, runs, tables = (
+                previous.extend(job.refs, layers.scene_names(job), *found, run,
+                                record.failed_scenes())
+                if previous is not None else (*found, [run], {}))
+            write_geopackage(job.out, detections, tiles, runs,
                              sorted({*job.settings.model.names.values(),
-                                     *result["class_name"]}))
+                                     *result["class_name"]}), tables)
             record.finish()
+        report.finish(run, None if job.out is None else str(job.out))
     return result
+
+
+def plan(scenes: PathLike | Sequence[PathLike], model: PathLike,
+         out: PathLike | None = None, **options: Any) -> Job:
+    """Check every input and plan the run as `detect` would, without running or
+    writing anything (``geodet detect --dry-run``); ``plan(...).plan()`` describes it.
+    With ``incremental``, the job holds only the scenes that the run would process."""
+    return _prepare(scenes, model, out, Options.parse(**options))[0]
+
+
+def _prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLike | None,
+             options: Options) -> tuple[Job, Previous | None]:
+    """The job; for an incremental run also the output it extends (checked)."""
+    previous = None
+    if options.incremental and out is not None:
+        previous = Previous.read(os.fspath(out) if is_url(out) else Path(out))
+    job = prepare(scenes, model, out, options, select=previous.select if previous else None)
+    if previous is not None:
+        previous.check(detection_settings(job), job.out)
+    return job, previous

@@ -44,7 +44,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
             kwargs["metavar"] = f"{{{','.join(choices)}}}" if choices else name.upper()
             shown = describe_default(info)
             helptext = f"{info.description} (default: {shown})" if shown else info.description
-        parser.add_argument(flag, help=helptext, **kwargs)
+        short = (info.json_schema_extra or {}).get("short")
+        parser.add_argument(*filter(None, (short, flag)), help=helptext, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,13 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("detect", help="detect objects in rasters, write a GeoPackage",
                        description="Detect objects in one or more georeferenced rasters "
                        "and write them to a GeoPackage.")
-    d.add_argument("scenes", nargs="+", metavar="SCENE", help="raster path or GDAL URL, "
-                   "a glob pattern such as 'mosaics/*.tif' (quoted), or a .txt file "
-                   "listing paths or URLs, one a line")
-    d.add_argument("--model", required=True, help="ONNX detector (.onnx): a path, or a "
-                   "URL such as s3://bucket/cars.onnx or https://...")
-    d.add_argument("--out", required=True, help="output GeoPackage (.gpkg): a path, or a "
-                   "URL such as s3://bucket/cars.gpkg (uploaded when complete)")
+    d.add_argument("scenes", nargs="*", metavar="SCENE", help="raster path or GDAL URL, "
+                   "a glob pattern such as 'mosaics/*.tif' (quoted), a .txt file "
+                   "listing paths or URLs, one a line, or a STAC item, item collection or "
+                   "catalog (.json); replaces the job file's scenes")
+    d.add_argument("--model", help="ONNX detector (.onnx): a path, or a URL such as "
+                   "s3://bucket/cars.onnx or https://...")
+    d.add_argument("--out", help="output GeoPackage (.gpkg): a path, or a URL such as "
+                   "s3://bucket/cars.gpkg (uploaded when complete)")
+    d.add_argument("--config", metavar="JOB.yaml", help="job file: scenes, model, out and "
+                   "options (see configs/); flags given here override it")
+    d.add_argument("--dry-run", action="store_true", help="check every input, print the "
+                   "plan (scenes, tiles, settings and where each came from), write nothing")
     add_options(d)
 
     i = sub.add_parser("model-info", help="show what geodet reads from a model",
@@ -103,19 +109,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from geodet.api import detect
+    from geodet import jobfile
+    from geodet.api import detect, plan
+    from geodet.job import describe_plan
+    from geodet.progress import json_line
 
-    options = {k: v for k, v in vars(args).items() if k in Options.model_fields}
-    result = detect(args.scenes, args.model, args.out, **options)
-    run = result.attrs["geodet"]
-    print(f"{run['detections']} detections in {run['tiles_done']} tiles "
-          f"({run['tiles_empty']} empty, {run['tiles_failed']} failed) on "
-          f"{', '.join(json.loads(run['execution_providers']))} in "
-          f"{run['seconds_total']:.1f} s -> {args.out}")
-    if run["tiles_failed"]:
-        raise PartialRunError(f"{run['tiles_failed']} tiles failed; see the 'tiles' layer "
-                              f"of {args.out} for the reasons")
-    return 0
+    flags = {k: v for k, v in vars(args).items() if k in Options.model_fields}
+    as_json = flags.get("log_format") == "json"
+    try:
+        req = jobfile.combine(jobfile.load(args.config) if args.config else None,
+                              args.scenes, args.model, args.out, flags)
+        options = Options.parse(**req.options)
+        as_json = options.log_format == "json"
+        if args.dry_run:
+            planned = plan(req.scenes, req.model, req.out, **req.options).plan(req.origins)
+            print(json.dumps(planned) if as_json else describe_plan(planned))
+            return 0
+        result = detect(req.scenes, req.model, req.out, **req.options)
+        run = result.attrs["geodet"]
+        if not (options.quiet or as_json):
+            print(f"{run['detections']} detections in {run['tiles_done']} tiles "
+                  f"({run['tiles_empty']} empty, {run['tiles_failed']} failed) on "
+                  f"{', '.join(json.loads(run['execution_providers']))} in "
+                  f"{run['seconds_total']:.1f} s -> {req.out}")
+        if run["tiles_failed"]:
+            raise PartialRunError(f"{run['tiles_failed']} tiles failed; see the 'tiles' "
+                                  f"layer of {req.out} for the reasons")
+        return 0
+    except (GeodetError, KeyboardInterrupt) as e:
+        if not as_json:
+            raise
+        code = getattr(e, "exit_code", 130)  # Ctrl-C: 128 + SIGINT
+        print(json_line("exit", exit_code=code, message=str(e) or "interrupted"),
+              file=sys.stderr, flush=True)
+        return code
 
 
 def _model_info(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ import glob
 import os
 import posixpath
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from geodet import storage
 from geodet.errors import InputError
@@ -19,6 +21,17 @@ from geodet.remote import VSI_PREFIXES, fsspec_url, is_remote
 
 LIST_SUFFIXES = (".txt", ".lst")
 PATTERN_CHARS = "*?["
+STAC_SUFFIX = ".json"  # a STAC item, item collection or catalog
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """A scene to read, and what its source says of it besides the pixels."""
+
+    path: str
+    item: str | None = None  # the STAC item's id: the scene's name in the output
+    acquired: datetime | None = None  # the STAC item's datetime
+    signature: str | None = None  # this version of it (`geodet.incremental.signature`)
 
 
 def _remote_glob(pattern: str) -> list[str]:
@@ -55,10 +68,19 @@ def _from_list(path: str) -> list[str]:
     items = [ln for ln in items if ln]
     if not items:
         raise InputError(f"the scene list {path} names no scene")
-    join = posixpath.join if is_remote(path) else os.path.join
     base = posixpath.dirname(path) if is_remote(path) else os.path.dirname(
         os.path.abspath(path))
-    return [ln if is_remote(ln) or os.path.isabs(ln) else join(base, ln) for ln in items]
+    return [relative_to(base, ln) for ln in items]
+
+
+def relative_to(base: str, item: str) -> str:
+    """``item`` as written in a file in the folder ``base`` (local, or a URL's):
+    relative paths are relative to that folder; absolute paths and URLs stay."""
+    if is_remote(item) or os.path.isabs(item):
+        return item
+    if is_remote(base):
+        return posixpath.join(base, item)
+    return os.path.normpath(os.path.join(base, item))
 
 
 def _is_pattern(item: str) -> bool:
@@ -71,14 +93,16 @@ def _is_list(item: str) -> bool:
     return item.lower().endswith(LIST_SUFFIXES) and (is_remote(item) or os.path.isfile(item))
 
 
-def expand_scenes(items: Iterable[str | os.PathLike]) -> list[str]:
-    """Scene paths from command-line style arguments, in order, without repeats.
+def expand_scenes(items: Iterable[str | os.PathLike],
+                  asset: str | None = None) -> list[SceneRef]:
+    """Scenes from command-line style arguments, in order, without repeats.
 
     An argument is a path or URL, a glob pattern (``tiles/*.tif``, ``**`` for
-    sub-folders, ``s3://bucket/prefix/*.tif``), or a ``.txt`` / ``.lst`` file (local
-    or remote) listing paths or URLs.
+    sub-folders, ``s3://bucket/prefix/*.tif``), a ``.txt`` / ``.lst`` file (local
+    or remote) listing paths or URLs, or a STAC document (``.json``: see
+    `geodet.stac`, which reads each item's ``asset``).
     """
-    out: list[str] = []
+    out: list[str | SceneRef] = []
     for item in map(os.fspath, items):
         if _is_pattern(item):
             found = _remote_glob(item) if is_remote(item) else sorted(
@@ -88,6 +112,14 @@ def expand_scenes(items: Iterable[str | os.PathLike]) -> list[str]:
             out.extend(found)
         elif _is_list(item):
             out.extend(_from_list(item))
+        elif item.lower().split("?", 1)[0].endswith(STAC_SUFFIX):
+            from geodet.stac import stac_scenes  # here: geodet.stac imports this module
+
+            out.extend(stac_scenes(item, asset))
         else:
             out.append(item)
-    return list(dict.fromkeys(out))
+    unique: dict[str, SceneRef] = {}
+    for ref in out:
+        ref = ref if isinstance(ref, SceneRef) else SceneRef(ref)
+        unique.setdefault(ref.path, ref)
+    return list(unique.values())

@@ -9,15 +9,16 @@ holds a few numbers and one bool per tile, and tile specs are made as they are s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from geodet.errors import InputError
-from geodet.inputs import expand_scenes
+from geodet.inputs import SceneRef, expand_scenes
 from geodet.model import inspect_model, read_model
 from geodet.mosaic import build_vrt
 from geodet.options import Options
@@ -40,6 +41,7 @@ class Job:
 
     options: Options
     settings: Settings
+    refs: tuple[SceneRef, ...]  # where each scene of ``settings.scenes`` came from
     out: Output | None  # a path or URL; None: return the detections, write nothing
     out_crs: CRS | None  # None: each scene's own
     grids: tuple[Grid, ...]  # the tiles of each scene
@@ -74,21 +76,63 @@ class Job:
             cores[here] = grid.cores(tile_ids[here])
         return cores
 
+    def plan(self, origins: Mapping[str, str] = MappingProxyType({})) -> dict:
+        """What the run would do, for ``--dry-run``: each scene and its tiles, the
+        tiles to skip, and every effective setting with where it came from
+        (``origins``: the source of options given by the user, if known)."""
+        scenes = [{"path": sc.path, "size": [sc.width, sc.height],
+                   "crs": _crs_name(sc.crs_wkt), "bands": list(sc.bands),
+                   "tile": list(grid.tile), "tiles": len(grid),
+                   "tiles_empty": int((~mask).sum())}
+                  for sc, grid, mask in zip(self.settings.scenes, self.grids, self.has_data,
+                                            strict=True)]
+        settings = {name: {"value": value, "source": origins.get(name, "default")}
+                    for name, value in self.options.model_dump(mode="json").items()}
+        for name, chosen in self.settings.sources.items():
+            source = chosen["source"]
+            settings[name] = {"value": chosen["value"], "source": origins.get(name, source)
+                              if source == "command line" else source}
+        return {"scenes": scenes, "tiles": self.n_tiles, "tiles_to_skip": self.n_empty,
+                "tiles_to_run": self.n_tiles - self.n_empty,
+                "model": self.settings.model.path,
+                "out": None if self.out is None else str(self.out), "settings": settings}
+
+
+def describe_plan(plan: dict) -> str:
+    """A `Job.plan` as lines for a person."""
+    lines = [f"{len(plan['scenes'])} scenes, {plan['tiles']} tiles: {plan['tiles_to_run']} "
+             f"to run, {plan['tiles_to_skip']} to skip (no valid pixel)"]
+    lines += [f"  {s['path']}: {s['size'][0]} x {s['size'][1]} px, {s['crs']}, bands "
+              f"{','.join(map(str, s['bands']))}, tiles of {s['tile'][0]} x {s['tile'][1]} px: "
+              f"{s['tiles']} ({s['tiles_empty']} empty)" for s in plan["scenes"]]
+    lines += [f"model: {plan['model']}", f"output: {plan['out'] or '(none)'}", "settings:"]
+    lines += [f"  {name.replace('_', '-')} = {s['value']!r} ({s['source']})"
+              for name, s in plan["settings"].items()]
+    return "\n".join(lines)
+
 
 def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLike | None,
-            options: Options) -> Job:
-    """Check every input and plan every tile; raise `InputError` on the first problem."""
-    paths = expand_scenes([scenes] if isinstance(scenes, (str, os.PathLike)) else scenes)
-    if not paths:
+            options: Options,
+            select: Callable[[list[SceneRef]], list[SceneRef]] | None = None) -> Job:
+    """Check every input and plan every tile; raise `InputError` on the first problem.
+    ``select``: which of the scenes to run (incremental runs), by default all."""
+    refs = expand_scenes([scenes] if isinstance(scenes, (str, os.PathLike)) else scenes,
+                         options.asset)
+    if not refs:
         raise InputError("no scene given: name at least one raster, pattern or list file")
-    out_path = check_output(out, options.overwrite) if out is not None else None
+    if options.incremental and (out is None or options.mosaic):
+        raise InputError("--incremental extends an output with new scenes: give --out, "
+                         "and no --mosaic")
+    out_path = (check_output(out, options.overwrite or options.incremental)
+                if out is not None else None)
+    refs = select(refs) if select else refs
     out_crs = _parse_crs(options.out_crs) if options.out_crs else None
     if options.mosaic:
-        paths = [build_vrt(paths)]
+        refs = [SceneRef(build_vrt([r.path for r in refs]))]
     model_bytes = read_model(model)
     info = inspect_model(model, model_bytes)
-    settings = resolve(options, info, [open_scene(p, options.bands, options.scale)
-                                       for p in paths])
+    settings = resolve(options, info, [open_scene(r.path, options.bands, options.scale)
+                                       for r in refs])
     grids = tuple(plan_grid(s.width, s.height, settings.tiles[i], settings.overlap, scene=i)
                   for i, s in enumerate(settings.scenes))
     has_data = tuple(tiles_with_data(s, g) for s, g in zip(settings.scenes, grids,
@@ -98,8 +142,13 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
             raise InputError(f"scene {scene.name} has no valid pixel (all nodata, "
                              "transparent or masked): leave it out, or check its nodata "
                              "value")
-    return Job(options=options, settings=settings, out=out_path, out_crs=out_crs,
-               grids=grids, has_data=has_data, model=model_bytes)
+    return Job(options=options, settings=settings, refs=tuple(refs), out=out_path,
+               out_crs=out_crs, grids=grids, has_data=has_data, model=model_bytes)
+
+
+def _crs_name(wkt: str) -> str:
+    crs = CRS.from_wkt(wkt)
+    return crs.to_string() if crs.to_epsg() else crs.name
 
 
 def _parse_crs(text: str) -> CRS:

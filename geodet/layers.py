@@ -16,6 +16,7 @@ from rasterio.crs import CRS
 
 from geodet.detections import Detections, TileOutcome, TileStatus
 from geodet.georef import boxes_to_polygons
+from geodet.inputs import SceneRef
 from geodet.job import Job
 from geodet.model import ModelInfo
 from geodet.resume import ResumeRecord
@@ -24,17 +25,29 @@ from geodet.write import DETECTIONS_LAYER, TILES_LAYER, layer_names
 
 #: Tiles per batch of the tiles layer: bounds the memory of writing it.
 TILE_BATCH = 50_000
+DETECTION_COLUMNS = ["class_id", "class_name", "score", "scene", "tile_id"]
+
+
+def scene_names(job: Job) -> list[str]:
+    """Each scene's name in the output's ``scene`` columns: the STAC item's id, else
+    the file name."""
+    return [r.item or s.name for s, r in zip(job.settings.scenes, job.refs, strict=True)]
 
 
 def detection_frames(job: Job, merged: Detections) -> list[gpd.GeoDataFrame]:
     """Each scene's detections as polygons in the scene's CRS."""
     model = job.settings.model
-    return [_detection_frame(merged.take(merged.scene_ids == i), scene, model)
-            for i, scene in enumerate(job.settings.scenes)]
+    dated = any(ref.acquired for ref in job.refs)
+    return [_detection_frame(merged.take(merged.scene_ids == i), scene, ref, name, model,
+                             dated)
+            for i, (scene, ref, name) in enumerate(zip(job.settings.scenes, job.refs,
+                                                       scene_names(job), strict=True))]
 
 
 def result_frame(job: Job, frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     """All detections in one frame: in ``out_crs``, else the first scene's CRS."""
+    if not frames:  # an incremental run with nothing new
+        return gpd.GeoDataFrame(columns=DETECTION_COLUMNS, geometry=[], crs=job.out_crs)
     crs = job.out_crs or job.settings.scenes[0].crs_wkt
     return pd.concat([f.to_crs(crs) for f in frames], ignore_index=True)
 
@@ -49,7 +62,8 @@ def tile_layers(job: Job, record: ResumeRecord,
     ``batch`` tiles, grouped into layers like the detections: tiles without data are
     ``empty``, the others carry what the record holds."""
     names = _layer_of_scene(job, TILES_LAYER)
-    for grid, scene, name in zip(job.grids, job.settings.scenes, names, strict=True):
+    for grid, scene, name, label in zip(job.grids, job.settings.scenes, names,
+                                        scene_names(job), strict=True):
         for lo in range(0, len(grid), batch):
             ids = np.arange(lo, min(lo + batch, len(grid)))
             recorded = record.outcomes(grid.scene, lo, lo + len(ids))
@@ -57,7 +71,7 @@ def tile_layers(job: Job, record: ResumeRecord,
             outcomes = [recorded.get(t) or TileOutcome(grid.scene, t, TileStatus.EMPTY)
                         for t in ids.tolist()]
             frame = pd.DataFrame({
-                "scene": pd.Series([scene.name] * len(ids), dtype=object),
+                "scene": pd.Series([label] * len(ids), dtype=object),
                 "tile_id": ids.astype(np.int64),
                 "status": pd.Series([str(o.status) for o in outcomes], dtype=object),
                 "n_detections": np.array([o.n_detections for o in outcomes], np.int64),
@@ -67,16 +81,20 @@ def tile_layers(job: Job, record: ResumeRecord,
             yield name, tiles.to_crs(job.out_crs) if job.out_crs is not None else tiles
 
 
-def _detection_frame(dets: Detections, scene: SceneInfo,
-                     model: ModelInfo) -> gpd.GeoDataFrame:
+def _detection_frame(dets: Detections, scene: SceneInfo, ref: SceneRef, name: str,
+                     model: ModelInfo, dated: bool) -> gpd.GeoDataFrame:
+    """``dated``: add the ``acquired`` column (some scene of the run has a date)."""
     frame = pd.DataFrame({
         "class_id": dets.class_ids.astype(np.int32),
         "class_name": pd.Series([model.class_name(int(c)) for c in dets.class_ids],
                                 dtype=object),
         "score": dets.scores.astype(np.float64),
-        "scene": pd.Series([scene.name] * len(dets), dtype=object),
+        "scene": pd.Series([name] * len(dets), dtype=object),
         "tile_id": dets.tile_ids.astype(np.int64),
     })
+    if dated:
+        frame["acquired"] = pd.Series([ref.acquired] * len(dets),
+                                      dtype="datetime64[ms, UTC]")
     geoms = boxes_to_polygons(dets.boxes, scene.affine, dets.angles)
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=scene.crs_wkt))
 

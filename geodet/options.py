@@ -25,13 +25,15 @@ from geodet.merge import Strategy
 
 
 def option(default: Any, help: str, *, fallback: Any = None, shown: str | None = None,
-           **checks: Any) -> Any:
+           short: str | None = None, **checks: Any) -> Any:
     """A declared option: its default, help text and checks (pydantic's ``ge``...).
 
     ``fallback``: the value used when neither the user nor the model's metadata sets
     it. ``shown``: how the default is described in the help, when it is not a value.
+    ``short``: a one-letter flag besides the long one (``-q``).
     """
-    extra = {k: v for k, v in (("fallback", fallback), ("shown", shown)) if v is not None}
+    extra = {k: v for k, v in (("fallback", fallback), ("shown", shown), ("short", short))
+             if v is not None}
     return Field(default, description=help, json_schema_extra=extra or None, **checks)
 
 
@@ -93,6 +95,9 @@ class Options(BaseModel):
         None, "reproject all detections and tiles to this CRS, for example EPSG:4326",
         shown="each scene's own, one layer per CRS if they differ")
     overwrite: bool = option(False, "replace an existing output")
+    incremental: bool = option(
+        False, "extend an existing output: run only the scenes it lacks or that changed "
+        "since (size, modification time or ETag), keep the rest")
     resume: bool = option(False, "continue an interrupted run of the same command from "
                           "its progress file (OUT.gpkg.progress)")
     address: str | None = option(None, "Ray cluster to join: auto, or HOST:PORT",
@@ -100,7 +105,17 @@ class Options(BaseModel):
     wait_timeout: float = option(
         600, "seconds to wait for the Ray cluster to place the detectors (an autoscaler "
         "adding GPU nodes) before giving up", gt=0, le=86400)
-    progress: bool = option(True, "show a progress bar")
+    progress: bool = option(True, "show progress: a bar on a terminal, else a line every "
+                            "--progress-every seconds")
+    progress_every: float = option(5.0, "seconds between progress lines or events when "
+                                   "there is no terminal", gt=0, le=3600)
+    log_format: Literal["text", "json"] = option(
+        "text", "json: every line on stderr is one JSON object (start, progress, warnings, "
+        "the final counts), for schedulers and log collectors")
+    quiet: bool = option(False, "errors only: no progress, no warnings, no summary",
+                         short="-q")
+    asset: str | None = option(None, "the asset of each STAC item to read, for example "
+                               "visual", shown="the item's only GeoTIFF asset")
 
     @field_validator("bands", "scale", mode="before")
     @classmethod

@@ -35,6 +35,17 @@ def fingerprint(job: Job) -> dict:
             "layout": s.layout, "mean": s.mean, "std": s.std, **changes_results}
 
 
+def detection_settings(job: Job) -> dict:
+    """What must be equal for an incremental run to extend an output: the model and
+    every setting that changes detections, whatever the scenes."""
+    s, o = job.settings, job.options
+    return {"model": s.model.sha256, "layout": s.layout, "mean": s.mean, "std": s.std,
+            "input_size": list(s.input_size), "overlap": s.overlap, "conf": s.conf,
+            "iou": s.iou, "gsd": s.gsd, "tile_size": o.tile_size, "bands": o.bands,
+            "merge": o.merge, "ios": o.ios, "class_agnostic": o.class_agnostic,
+            "out_crs": o.out_crs}
+
+
 def run_record(job: Job, execution: Execution, resumed: int, detections: int,
                started: datetime, merge_seconds: float) -> dict:
     """The run's ``geodet_runs`` row: provenance, tile counts (``resumed`` tiles were
@@ -49,6 +60,8 @@ def run_record(job: Job, execution: Execution, resumed: int, detections: int,
         "model": s.model.path, "model_sha256": s.model.sha256, "layout": s.layout,
         "classes": json.dumps({str(k): v for k, v in s.model.names.items()}),
         "settings": json.dumps(s.sources),
+        "configuration": json.dumps(job.options.model_dump(mode="json")),
+        "detection_settings": json.dumps(detection_settings(job)),
         "parameters": json.dumps(parameters(job)),
         "scenes": json.dumps([sc.path for sc in s.scenes]),
         "execution_providers": json.dumps(list(execution.providers)),

@@ -122,6 +122,11 @@ class ResumeRecord:
                                 "WHERE scene = ? AND tile_id >= ? AND tile_id < ?",
                                 (scene, lo, hi))}
 
+    def failed_scenes(self) -> set[int]:
+        """The scenes with at least one failed tile."""
+        return {s for (s,) in self.db.execute(
+            "SELECT DISTINCT scene FROM tiles WHERE status = 'failed'")}
+
     def add(self, result: ChunkResult) -> None:
         """Store one chunk's outcomes and detections in a single transaction."""
         if self.path is None:

@@ -26,6 +26,7 @@ from geodet.styles import GEOMETRY_COLUMN, styles_table
 DETECTIONS_LAYER = "detections"
 TILES_LAYER = "tiles"
 RUNS_TABLE = "geodet_runs"
+SCENES_TABLE = "geodet_scenes"  # written by incremental runs (`geodet.incremental`)
 STYLES_TABLE = "layer_styles"
 
 #: The oldest GeoPackage version that holds what geodet writes (1.2 brought tables
@@ -86,22 +87,26 @@ def describe(layer: str, run: dict) -> dict[str, str]:
     elif layer == RUNS_TABLE:
         what = (f"Provenance of the run {made}: model hash, settings, scenes, execution "
                 "providers, tile counts and timings.")
+    elif layer == SCENES_TABLE:
+        what = ("The scenes this output holds, each with the signature (ETag, else size "
+                "and modification time) that incremental runs compare to find new scenes.")
     else:
         what = "QGIS default styles of the layers, written by geodet."
     return {"IDENTIFIER": f"{layer} ({model})" if model else layer, "DESCRIPTION": what}
 
 
 def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
-                     tiles: Iterable[tuple[str, gpd.GeoDataFrame]], run: dict,
-                     class_names: list[str]) -> None:
+                     tiles: Iterable[tuple[str, gpd.GeoDataFrame]], runs: list[dict],
+                     class_names: list[str],
+                     tables: dict[str, pd.DataFrame] | None = None) -> None:
     """Write the detection layers (name -> frame), the tile layers (``(name, frame)``
-    batches, appended in order), the run record and the styles to a temporary file
-    beside ``out``, and rename it into place; for a URL, into a local temporary
-    folder, then upload it."""
+    batches, appended in order), the ``runs`` records (this run's last), any other
+    ``tables`` and the styles to a temporary file beside ``out``, and rename it into
+    place; for a URL, into a local temporary folder, then upload it."""
     if isinstance(out, str):
         with tempfile.TemporaryDirectory(prefix="geodet-") as folder:
             local = Path(folder) / "out.gpkg"
-            write_geopackage(local, detections, tiles, run, class_names)
+            write_geopackage(local, detections, tiles, runs, class_names, tables)
             storage.upload(local, out)
         return
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.gpkg")
@@ -114,7 +119,7 @@ def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
         if name in written:
             options["append"] = True
         else:
-            options["layer_options"] = describe(name, run)
+            options["layer_options"] = describe(name, runs[-1])
             if not written:
                 options["dataset_options"] = {"VERSION": GPKG_VERSION}
             written.append(name)
@@ -124,7 +129,8 @@ def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
         for name, frame in itertools.chain(detections.items(), tiles):  # tiles: batches
             write(name, frame, **spatial)
         tile_layers = [name for name in written if name not in detections]
-        write(RUNS_TABLE, pd.DataFrame([run]))
+        for name, table in {RUNS_TABLE: pd.DataFrame(runs), **(tables or {})}.items():
+            write(name, table)
         write(STYLES_TABLE, styles_table(list(detections), tile_layers, class_names))
         os.replace(tmp, out)
     finally:

@@ -13,8 +13,9 @@ def test_paths_patterns_and_lists(tmp_path):
                        "https://example.invalid/y.tif\n")
     got = expand_scenes([str(tmp_path / "*.tif"), str(listing), str(tmp_path / "**/c.tif"),
                          str(tmp_path / "a.tif")])
-    assert got == [str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "/vsis3/bucket/x.tif",
-                   "https://example.invalid/y.tif", str(tmp_path / "sub/c.tif")]
+    assert [ref.path for ref in got] == [
+        str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "/vsis3/bucket/x.tif",
+        "https://example.invalid/y.tif", str(tmp_path / "sub/c.tif")]
 
 
 def test_pattern_without_match(tmp_path):
