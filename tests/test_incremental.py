@@ -12,6 +12,8 @@ import geodet
 from geodet.cli import main
 from geodet.errors import InputError
 from tests.helpers import GSD, ORIGIN, corrupt_block, scene_with_squares, write_tif
+from tests.test_cloud_path import BUCKET, detect_cli
+from tests.test_cloud_path import bucket as s3_bucket  # noqa: F401 (the `bucket` fixture)
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -131,3 +133,28 @@ def test_scenes_over_http_are_known_by_url_and_size(tmp_path, squares_model, htt
     assert runs(out)["tiles_done"].tolist() == [9, 9, 0]
     assert sorted(detections(out)["scene"]) == ["a.tif"] * 3 + ["b.tif"] * 2
     assert pyogrio.read_dataframe(out, layer="geodet_scenes")["path"].tolist() == [a, b]
+
+
+def test_nightly_on_object_storage_knows_scenes_by_etag(tmp_path, request, squares_model):
+    """Scenes in a bucket, the output in the bucket: a re-uploaded scene of the same
+    size is a new object (another ETag) and is done again."""
+    s3, env = request.getfixturevalue("s3_bucket")
+    for name in SQUARES:
+        s3.upload_file(str(add_scene(tmp_path, name)), BUCKET, f"flights/{name}")
+    a, b = (f"/vsis3/{BUCKET}/flights/{name}" for name in SQUARES)
+    out = f"s3://{BUCKET}/results/nightly.gpkg"
+    (tmp_path / "v2").mkdir()
+    changed = add_scene(tmp_path / "v2", "a.tif", squares=[(60, 60), (200, 200), (100, 20)])
+    assert changed.stat().st_size == (tmp_path / "a.tif").stat().st_size
+    for scenes, upload in (([a], None), ([a, b], None), ([a, b], changed)):
+        if upload:
+            s3.upload_file(str(upload), BUCKET, "flights/a.tif")
+        done = detect_cli(*scenes, "--model", squares_model, "--out", out, "--incremental",
+                          env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    local = tmp_path / "nightly.gpkg"
+    s3.download_file(BUCKET, "results/nightly.gpkg", str(local))
+    assert runs(local)["tiles_done"].tolist() == [9, 9, 9]
+    assert sorted(detections(local)["scene"]) == ["a.tif"] * 3 + ["b.tif"] * 2
+    signatures = pyogrio.read_dataframe(local, layer="geodet_scenes")["signature"]
+    assert all(s.startswith("etag ") for s in signatures)
