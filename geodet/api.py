@@ -68,11 +68,11 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
         result.attrs["geodet"] = run = run_record(job, execution, resumed.count, len(result),
                                                   started, merge_seconds)
         if job.out is not None:
-            found = layers.detection_layers(job, frames), layers.tile_layers(job, record)
+            new = layers.detection_layers(job, frames), layers.tile_layers(job, record)
             detections, tiles, runs, tables = (
-                previous.extend(job.refs, layers.scene_names(job), *found, run,
+                previous.extend(job.refs, layers.scene_names(job), *new, run,
                                 record.failed_scenes())
-                if previous is not None else (*found, [run], {}))
+                if previous is not None else (*new, [run], {}))
             write_geopackage(job.out, detections, tiles, runs,
                              sorted({*job.settings.model.names.values(),
                                      *result["class_name"]}), tables)
