@@ -89,9 +89,8 @@ class Job:
         settings = {name: {"value": value, "source": origins.get(name, "default")}
                     for name, value in self.options.model_dump(mode="json").items()}
         for name, chosen in self.settings.sources.items():
-            source = chosen["source"]
-            settings[name] = {"value": chosen["value"], "source": origins.get(name, source)
-                              if source == "command line" else source}
+            settings[name] = {"value": chosen["value"],
+                              "source": _relabel(chosen["source"], origins.get(name))}
         return {"scenes": scenes, "tiles": self.n_tiles, "tiles_to_skip": self.n_empty,
                 "tiles_to_run": self.n_tiles - self.n_empty,
                 "model": self.settings.model.path,
@@ -144,6 +143,14 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
                              "value")
     return Job(options=options, settings=settings, refs=tuple(refs), out=out_path,
                out_crs=out_crs, grids=grids, has_data=has_data, model=model_bytes)
+
+
+def _relabel(source: str | list, origin: str | None) -> str | list:
+    """Settings say "command line" for any value the user gave: say where it came
+    from (``origin``), when known."""
+    if isinstance(source, list):
+        return [_relabel(s, origin) for s in source]
+    return source.replace("command line", origin) if origin else source
 
 
 def _crs_name(wkt: str) -> str:
