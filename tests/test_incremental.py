@@ -121,9 +121,7 @@ def test_scene_with_failed_tiles_is_done_again_next_time(tmp_path, squares_model
         "a.tif": ["done"] * 9, "b.tif": ["done", "failed", "done", "done"]}
 
 
-def test_scenes_over_http_are_known_by_url_and_size(tmp_path, squares_model, http_server,
-                                                    monkeypatch):
-    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")  # see test_stac
+def test_scenes_over_http_are_known_by_url_and_size(tmp_path, squares_model, http_server):
     for name in SQUARES:
         add_scene(http_server.root, name)
     a, b = (f"{http_server.url}/{name}" for name in SQUARES)

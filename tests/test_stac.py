@@ -78,12 +78,7 @@ def test_static_catalog_on_local_disk(tmp_path, squares_model):
     assert set(pyogrio.read_dataframe(out, layer="tiles")["scene"]) == set(ITEMS)
 
 
-def test_catalog_and_item_collection_over_http(tmp_path, squares_model, http_server,
-                                               monkeypatch):
-    # GDAL looks for sidecar files (.aux.xml, .ovr) next to a remote raster while
-    # holding the GIL, which stalls a server in this process: no listing, as FIELD-NOTES
-    # recommend for remote reads anyway.
-    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+def test_catalog_and_item_collection_over_http(tmp_path, squares_model, http_server):
     catalog = write_catalog(http_server.root)
     expected(geodet.detect(f"{http_server.url}/catalog.json", squares_model,
                            asset="visual", progress=False))
