@@ -11,14 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 from tqdm import tqdm
 
-from geodet import engine, layers
+from geodet import engine, layers, storage
 from geodet.detections import ChunkResult, Detections
 from geodet.job import PathLike, prepare
+from geodet.lock import output_lock
 from geodet.merge import merge
 from geodet.options import Options
 from geodet.provenance import fingerprint, run_record
@@ -41,8 +43,17 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
     `geodet.InputError` before anything is started or written.
     """
     started = datetime.now(UTC)
-    job = prepare(scenes, model, out, Options.parse(**options))
-    with ResumeRecord(job.out, fingerprint(job), job.options.resume) as record:
+    parsed = Options.parse(**options)
+    local = out is not None and not storage.is_url(out)  # an OS lock is local
+    with output_lock(Path(out) if local else None):  # one writer per output
+        return _detect(scenes, model, out, parsed, started)
+
+
+def _detect(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLike | None,
+            options: Options, started: datetime) -> gpd.GeoDataFrame:
+    job = prepare(scenes, model, out, options)
+    with ResumeRecord(job.out, fingerprint(job), job.options.resume,
+                      job.options.overwrite) as record:
         resumed = record.done([len(g) for g in job.grids])
         with tqdm(total=job.n_todo(resumed.done), unit="tile", desc="detect",
                   dynamic_ncols=True, disable=not job.options.progress) as bar:
