@@ -7,8 +7,11 @@ import contextlib
 import http.client
 import ipaddress
 import os
+import time
 import uuid
 from pathlib import Path
+
+from geodet.reaper import marked
 
 MARKER = "GEODET_TEST_RUN"
 
@@ -22,18 +25,8 @@ def marked_env(base: dict | None = None) -> tuple[dict, str]:
 
 
 def marked_pids(tag: str) -> list[int]:
-    """The live processes whose environment carries ``tag`` (zombies excluded)."""
-    needle = f"{MARKER}={tag}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
+    """The live processes whose environment carries ``tag``."""
+    return marked(MARKER, tag)
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -94,3 +87,22 @@ def is_exposed(address: str) -> bool:
     """A listener reachable from other machines: anything but loopback."""
     return not ipaddress.ip_address(address).is_loopback
 
+
+
+def left_after(tag: str, seconds: float = 15) -> list[str]:
+    """What is still alive ``seconds`` after a run's exit: ``"pid command"`` lines."""
+    deadline = time.monotonic() + seconds
+    while (pids := marked_pids(tag)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            left.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}")
+    return left
+
+
+def ray_sessions_of(driver: int, temp_dir: str = "/tmp/ray") -> list[str]:
+    """The Ray session folders a driver created (Ray names them after its PID)."""
+    with contextlib.suppress(FileNotFoundError):
+        return [d for d in os.listdir(temp_dir) if d.endswith(f"_{driver}")]
+    return []
