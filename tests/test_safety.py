@@ -213,3 +213,15 @@ def test_output_written_by_a_run_reads_back(tmp_path, scene, squares_model, ray_
     geodet.detect(scene, squares_model, out, progress=False)
     assert len(pyogrio.read_dataframe(out, layer="detections")) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.gpkg", "scene.tif"]
+
+
+def test_the_test_cluster_refuses_drivers_without_its_token(ray_nodes):
+    ray_nodes.head(num_cpus=1)
+    env = {k: v for k, v in ray_nodes.env.items() if k != "RAY_AUTH_TOKEN"}
+    status = [ray_nodes.ray, "status", "--address", ray_nodes.address]
+    refused = subprocess.run(status, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "auth" in (refused.stdout + refused.stderr).lower(), refused.stderr[-2000:]
+    allowed = subprocess.run(status, env=ray_nodes.env, capture_output=True, text=True,
+                             timeout=120)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
