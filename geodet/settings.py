@@ -15,8 +15,9 @@ from geodet.scene import SceneInfo
 log = logging.getLogger("geodet")
 
 MIN_TILE = 16
-#: Class scores per candidate beyond the class count, per layout whose output shape
-#: fixes the number of classes (4 box values, then objectness or an angle).
+#: Where the class scores lie, per layout whose output shape fixes the class count:
+#: (output axis, values along it that are not class scores: the box, then an
+#: objectness or an angle).
 CLASS_AXIS = {"ultralytics": (1, 4), "obb": (1, 5), "yolov5": (2, 5), "detr": (2, 4)}
 
 
