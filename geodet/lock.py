@@ -38,9 +38,10 @@ def _describe(owner: str) -> str:
         return "owner unknown"
 
 
-def _acquire(path: Path) -> int:
-    """Open and lock ``path``; retry when the owner removed the file meanwhile (the
-    lock would then be on a file nobody else can see)."""
+def _acquire(out: Path) -> int:
+    """Open and lock the lock file of ``out``; retry when its owner removed it
+    meanwhile (the lock would then be on a file nobody else can see)."""
+    path = lock_path(out)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -49,9 +50,8 @@ def _acquire(path: Path) -> int:
             owner = os.read(fd, 4096).decode(errors="replace")
             os.close(fd)
             raise InputError(
-                f"{path.name.removeprefix('.').removesuffix('.lock')} is being written by "
-                f"another geodet run ({_describe(owner)}): wait for it to finish or stop "
-                f"it, or choose another --out") from None
+                f"{out} is being written by another geodet run ({_describe(owner)}): wait "
+                "for it to finish or stop it, or choose another --out") from None
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -68,7 +68,7 @@ def output_lock(out: Path | None) -> Iterator[None]:
         return
     path = lock_path(out)
     try:
-        fd = _acquire(path)
+        fd = _acquire(out)
     except OSError as e:
         if e.errno not in _BAD_DIRECTORY:  # those, check_output reports as input errors
             log.warning("cannot lock %s (%s): nothing stops another run from writing "
