@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 import ray
+from ray._common.utils import get_default_ray_temp_dir
 
 from geodet.detections import ChunkResult, Detections, TileStatus
 from geodet.detector import TileDetector
@@ -71,8 +72,9 @@ def ray_cluster(address: str | None) -> Iterator[None]:
     kwargs: dict = {"logging_level": logging.ERROR, "log_to_driver": True}
     if address is None or address == "local":
         with reaped() as remove_after:
+            # Ray names the session folder after the driver's PID.
+            remove_after(os.path.join(get_default_ray_temp_dir(), f"session_*_{os.getpid()}"))
             _init(**kwargs, **LOCAL_CLUSTER)
-            remove_after(ray._private.worker._global_node.get_session_dir_path())
             try:
                 yield
             finally:

@@ -6,7 +6,7 @@ process started inside inherits (Ray's GCS, raylet, agents and workers, whoever 
 are reparented to), and starts a small watcher in a session of its own. The watcher
 waits for the end of a pipe the run holds: when the run leaves the block, or dies,
 the pipe closes; the watcher then stops every process that carries the mark (SIGTERM,
-then SIGKILL after `GRACE_S`) and removes the folders it was given.
+then SIGKILL after `GRACE_S`) and removes the folders it was told of.
 
 Run as a script (``python reaper.py ID``) it is the watcher; it imports only the
 standard library, so it starts in a few milliseconds.
@@ -15,6 +15,7 @@ standard library, so it starts in a few milliseconds.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from pathlib import Path
 
 MARK = "GEODET_RUN_ID"
 GRACE_S = 5.0
+QUIET_S = 1.0
 
 
 def marked(name: str, value: str) -> list[int]:
@@ -44,24 +46,27 @@ def marked(name: str, value: str) -> list[int]:
     return found
 
 
-def stop(name: str, value: str, grace: float = GRACE_S) -> None:
+def stop(name: str, value: str, grace: float = GRACE_S, quiet: float = QUIET_S) -> None:
     """SIGTERM every process marked ``name=value``; SIGKILL those alive after
-    ``grace`` seconds."""
+    ``grace`` seconds. Done once none has been seen for ``quiet`` seconds: a process
+    being started as the run died (a fork not yet exec'd) shows up a moment later."""
     deadline = time.monotonic() + grace
-    sig = signal.SIGTERM
-    while pids := marked(name, value):
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
-        for pid in pids:
+    last_seen = time.monotonic()
+    while time.monotonic() - last_seen < quiet:
+        sig = signal.SIGKILL if time.monotonic() > deadline else signal.SIGTERM
+        for pid in marked(name, value):
+            last_seen = time.monotonic()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
 def reaped() -> Iterator[Callable[[str], None]]:
     """Stop every process started inside the block when it ends or this process
-    dies; yields ``remove(folder)``, which has the watcher delete ``folder`` after."""
+    dies; yields ``remove(pattern)``: the watcher then deletes the folders matching
+    the glob ``pattern`` that were made while it watched (known before they exist,
+    so a run killed half-way through starting still has them removed)."""
     run_id = uuid.uuid4().hex
     read, write = os.pipe()
     try:
@@ -73,7 +78,7 @@ def reaped() -> Iterator[Callable[[str], None]]:
     previous = os.environ.get(MARK)
     os.environ[MARK] = run_id
     try:
-        yield lambda folder: os.write(write, f"{folder}\n".encode())
+        yield lambda pattern: os.write(write, f"{pattern}\n".encode())
     finally:
         if previous is None:
             del os.environ[MARK]
@@ -82,26 +87,17 @@ def reaped() -> Iterator[Callable[[str], None]]:
         os.close(write)  # the watcher takes over from here
 
 
-def session_dirs(pids: list[int]) -> set[str]:
-    """The Ray session folders named on the processes' command lines
-    (``--session-dir=...``): a run stopped during Ray's start-up never learnt its own."""
-    found = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for arg in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"):
-                if arg.startswith("--session-dir="):
-                    found.add(arg.removeprefix("--session-dir="))
-    return found
-
-
 def _watch(run_id: str) -> None:
-    """The watcher: wait for the pipe to close, stop the run's processes, remove its
-    folders."""
+    """The watcher: wait for the pipe to close, stop the run's processes, remove the
+    folders that match its patterns and were made since it started."""
+    started = time.time() - 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    folders = {*sys.stdin.read().split("\n"), *session_dirs(marked(MARK, run_id))}
+    patterns = sys.stdin.read().split("\n")
     stop(MARK, run_id)
-    for folder in filter(None, folders):
-        shutil.rmtree(folder, ignore_errors=True)
+    for folder in (f for p in patterns if p for f in glob.glob(p)):
+        with contextlib.suppress(OSError):
+            if os.stat(folder).st_mtime >= started:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,12 @@ def left_after(tag: str, seconds: float = 15) -> list[str]:
     return left
 
 
-def ray_sessions_of(driver: int, temp_dir: str = "/tmp/ray") -> list[str]:
-    """The Ray session folders a driver created (Ray names them after its PID)."""
-    with contextlib.suppress(FileNotFoundError):
-        return [d for d in os.listdir(temp_dir) if d.endswith(f"_{driver}")]
-    return []
+def ray_sessions_of(driver: int, since: float, temp_dir: str = "/tmp/ray") -> list[str]:
+    """The Ray session folders a driver started at ``since`` (a `time.time`) made: Ray
+    names them after its PID, which an older, finished process may have had too."""
+    found = []
+    for d in Path(temp_dir).glob(f"session_*_{driver}"):
+        with contextlib.suppress(OSError):
+            if d.stat().st_mtime >= since - 1:
+                found.append(d.name)
+    return found

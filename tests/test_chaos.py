@@ -54,6 +54,7 @@ def test_signals_at_random_moments_lose_nothing(tmp_path, squares_model):
     for sig in signals:
         before = digest(out)
         env, tag = marked_env()
+        started = time.time()
         run = subprocess.Popen(cli(*args), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         delay = rng.uniform(1.0, 9.0)
@@ -63,7 +64,7 @@ def test_signals_at_random_moments_lose_nothing(tmp_path, squares_model):
         what = f"{sig.name} after {delay:.1f} s (seed {seed}): exit {run.returncode}"
         assert run.returncode in EXPECTED[sig], f"{what}\n{err[-2000:]}"
         assert left_after(tag) == [], what
-        assert ray_sessions_of(run.pid) == [], what
+        assert ray_sessions_of(run.pid, started) == [], what
         assert digest(out) == before or same_detections(out, reference), what
 
     final = subprocess.run(cli(*args), env=marked_env()[0], capture_output=True, text=True,

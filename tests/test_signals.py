@@ -26,8 +26,11 @@ from tests.test_resume import cli, squares_everywhere
 
 
 def start(args: list, tag_env: dict) -> subprocess.Popen:
-    return subprocess.Popen(cli(*args), env=tag_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    """The CLI in a process of its own; ``.started`` is when (for `ray_sessions_of`)."""
+    run = subprocess.Popen(cli(*args), env=tag_env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    run.started = time.time()  # type: ignore[attr-defined]
+    return run
 
 
 def wait_until(condition, run: subprocess.Popen, timeout: float = 120) -> None:
@@ -53,7 +56,7 @@ def test_embedded_run_opens_no_endpoint_without_token(tmp_path, squares_model):
     assert len(answered) >= 3, f"too few listeners seen to judge: {answered}"
     assert not [a for a, status in answered.items() if status == 200], answered
     assert left_after(tag) == []
-    assert ray_sessions_of(run.pid) == []
+    assert ray_sessions_of(run.pid, run.started) == []
 
 
 def test_sigterm_mid_run_while_a_second_run_is_refused(tmp_path, squares_model):
@@ -79,7 +82,7 @@ def test_sigterm_mid_run_while_a_second_run_is_refused(tmp_path, squares_model):
     assert tiles_recorded(progress) >= 10 and not out.exists()
     assert not lock_path(out).exists()
     assert left_after(tag) == []
-    assert ray_sessions_of(first.pid) == []
+    assert ray_sessions_of(first.pid, first.started) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -98,4 +101,4 @@ def test_signal_during_ray_startup(tmp_path, squares_model, sig):
         f"geodet: stopped by {signal.Signals(sig).name}: "), err
     assert not out.exists() and not lock_path(out).exists()
     assert left_after(tag) == []
-    assert ray_sessions_of(run.pid) == []
+    assert ray_sessions_of(run.pid, run.started) == []
