@@ -165,6 +165,10 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, size=args.size, seed=args.seed, progress=not args.no_progress)
 
 
+#: Exit codes of a run stopped by SIGINT or SIGTERM.
+STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+
+
 def _stop_on_signal(signum: int, frame: object) -> None:
     """SIGINT and SIGTERM alike: unwind the run (stop dispatching, keep the progress,
     stop what was started) once; a second signal must not cut that short."""
@@ -189,10 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     previous = {s: signal.signal(s, _stop_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(args)
+        code = _run(args)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if code in STOPPED_CODES:
+        # Stopped: what the run started is stopped (or left to `geodet.reaper`), and
+        # tearing the interpreter down after an interrupted Ray start can crash in
+        # Ray's native threads (seen: SIGSEGV after the line was printed). Leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:
