@@ -21,6 +21,7 @@ from geodet import engine, layers
 from geodet.detections import ChunkResult, Detections
 from geodet.incremental import Previous
 from geodet.job import Job, PathLike, prepare
+from geodet.lock import output_lock
 from geodet.merge import merge
 from geodet.options import Options
 from geodet.progress import Reporter
@@ -45,8 +46,17 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
     `geodet.InputError` before anything is started or written.
     """
     started = datetime.now(UTC)
-    job, previous = _prepare(scenes, model, out, Options.parse(**options))
-    with (ResumeRecord(job.out, fingerprint(job), job.options.resume) as record,
+    parsed = Options.parse(**options)
+    local = out is not None and not is_url(out)  # an OS lock is local
+    with output_lock(Path(out) if local else None):  # one writer per output
+        return _detect(scenes, model, out, parsed, started)
+
+
+def _detect(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLike | None,
+            options: Options, started: datetime) -> gpd.GeoDataFrame:
+    job, previous = _prepare(scenes, model, out, options)
+    with (ResumeRecord(job.out, fingerprint(job), job.options.resume,
+                       job.options.overwrite) as record,
           Reporter(job.options) as report):
         resumed = record.done([len(g) for g in job.grids])
         report.start(job, job.n_todo(resumed.done))

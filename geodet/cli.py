@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import tempfile
+import threading
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from geodet import __version__
-from geodet.errors import GeodetError, InputError, PartialRunError
+from geodet.errors import GeodetError, InputError, PartialRunError, Stopped, one_line
 from geodet.options import Options, describe_default
 
 
@@ -105,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--size", type=int, default=4096, help="scene side in pixels")
     m.add_argument("--seed", type=int, default=0, help="random seed of the scene")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", help="print the full "
+                             "traceback of an unexpected error")
     return parser
 
 
@@ -183,9 +192,50 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, size=args.size, seed=args.seed, progress=not args.no_progress)
 
 
+#: Exit codes of a run stopped by SIGINT or SIGTERM.
+STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM alike: unwind the run (stop dispatching, keep the progress,
+    stop what was started) once; a second signal must not cut that short."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def _crash_report(error: BaseException) -> Path:
+    """Write the traceback of an unexpected error to a file; return its path."""
+    fd, name = tempfile.mkstemp(prefix="geodet-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exception(error, file=f)
+    return Path(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; return its exit code (see README "Exit codes")."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="geodet: %(levelname)s: %(message)s")
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)
+    previous = {s: signal.signal(s, _stop_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = _run(args)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if code in STOPPED_CODES:
+        # Stopped: what the run started is stopped (or left to `geodet.reaper`), and
+        # tearing the interpreter down after an interrupted Ray start can crash in
+        # Ray's native threads (seen: SIGSEGV after the line was printed). Leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors turned into one line and an exit code."""
     try:
         commands = {"detect": _detect, "model-info": _model_info, "eval": _eval,
                     "report": _report, "demo": _demo}
@@ -197,8 +247,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geodet: warning: {e}", file=sys.stderr)
         return e.exit_code
     except GeodetError as e:
-        print(f"geodet: failed: {e}", file=sys.stderr)
+        print(f"geodet: failed: {_with_notes(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("geodet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        stopped = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
+        print(f"geodet: stopped by {stopped}: " + (_with_notes(e, first="") or
+              "nothing was recorded"), file=sys.stderr)
+        return stopped.exit_code
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+            return 1
+        print(f"geodet: {one_line('internal error', e)} (traceback in {_crash_report(e)}; "
+              "--debug prints it)", file=sys.stderr)
+        return 1
+
+
+def _with_notes(error: BaseException, first: str | None = None) -> str:
+    """The error's message followed by its notes (what was kept, how to resume)."""
+    parts = [str(error) if first is None else first, *getattr(error, "__notes__", ())]
+    return "; ".join(p for p in parts if p)

@@ -15,17 +15,21 @@ import ipaddress
 import logging
 import math
 import os
+import signal
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
 import ray
+from ray._common.utils import get_default_ray_temp_dir
 
 from geodet.detections import ChunkResult, Detections, TileStatus
 from geodet.detector import TileDetector
-from geodet.errors import GeodetError, InputError, one_line
+from geodet.errors import GeodetError, InputError, Stopped, one_line
 from geodet.options import Options
+from geodet.reaper import reaped
 from geodet.settings import Settings
 from geodet.tiling import TileSpec
 
@@ -41,13 +45,25 @@ CHUNK_ATTEMPTS = 3
 NOTICE_AFTER_S = 10.0
 
 
+#: What a private local cluster turns off: Ray's metrics exporter, and (through the
+#: ports they read, made unusable) the Prometheus servers of the autoscaler monitor and
+#: the dashboard head, which have no switch and would serve metrics to anyone on
+#: 0.0.0.0. Token authentication stays on (Ray's default for a new local cluster).
+LOCAL_CLUSTER = {"address": "local", "_node_ip_address": LOCAL_NODE_IP,
+                 "include_dashboard": False,
+                 "_system_config": {"enable_metrics_collection": False}}
+NO_METRICS_SERVERS = {"AUTOSCALER_METRIC_PORT": "-1", "DASHBOARD_METRIC_PORT": "-1"}
+
+
 @contextlib.contextmanager
 def ray_cluster(address: str | None) -> Iterator[None]:
     """Connect to Ray for the duration of a run.
 
     ``None``: join ``RAY_ADDRESS`` if it is set, else start a private local cluster
-    on a loopback address (nothing is exposed to the network). ``"auto"`` or an
-    address: join that cluster. An already connected driver is reused as it is.
+    on a loopback address, with no endpoint that answers without Ray's token off
+    loopback; its processes and session folder go when the run ends, however it ends
+    (`geodet.reaper`). ``"auto"`` or an address: join that cluster. An already
+    connected driver is reused as it is.
     """
     if ray.is_initialized():
         yield
@@ -55,16 +71,22 @@ def ray_cluster(address: str | None) -> Iterator[None]:
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"logging_level": logging.ERROR, "log_to_driver": True}
     if address is None or address == "local":
-        kwargs.update(address="local", _node_ip_address=LOCAL_NODE_IP,
-                      include_dashboard=False)
-    else:
-        kwargs.update(address=address)
-        host = address.rsplit(":", 1)[0].removeprefix("ray://")
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_address(host).is_loopback:  # a cluster on this machine:
-                kwargs.update(_node_ip_address=host)  # attach to its node, on loopback
+        with reaped() as remove_after:
+            # Ray names the session folder after the driver's PID.
+            remove_after(os.path.join(get_default_ray_temp_dir(), f"session_*_{os.getpid()}"))
+            _init(**kwargs, **LOCAL_CLUSTER)
+            try:
+                yield
+            finally:
+                ray.shutdown()
+        return
+    kwargs.update(address=address)
+    host = address.rsplit(":", 1)[0].removeprefix("ray://")
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:  # a cluster on this machine:
+            kwargs.update(_node_ip_address=host)  # attach to its node, on loopback
     try:
-        ray.init(**kwargs)
+        _init(**kwargs)
     except ConnectionError as e:
         raise InputError(
             f"cannot connect to the Ray cluster at {address!r} ({e}): start one with "
@@ -74,6 +96,39 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _init(**kwargs) -> None:
+    """`ray.init`, keeping this process's signal handlers: Ray replaces the SIGTERM
+    handler with ``sys.exit(15)``, which would skip the run's own clean stop. A
+    SIGTERM during start-up (Ray's handler, then) stops the run as one after it;
+    whatever interrupts the start, what was started is stopped."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    env = NO_METRICS_SERVERS if kwargs.get("address") == "local" else {}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ray.init(**kwargs)
+    except SystemExit as e:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if e.code == signal.SIGTERM:
+            raise Stopped(signal.SIGTERM) from None
+        raise
+    except BaseException:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(s, handler)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,33 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from geodet.errors import one_line
 from geodet.scene import SceneInfo
 from geodet.tiling import Grid, TileSpec
 
 #: The longest side of the low-resolution mask used to find tiles without data.
 MASK_PLAN_SIDE = 2048
-READ_ATTEMPTS = 3
+READ_ATTEMPTS = 3  # for remote scenes; a local read error is final
 READ_BACKOFF_S = 0.1
+REASON_CHARS = 500
+#: GDAL paths and URL schemes read over a network.
+REMOTE_PREFIXES = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
+                   "/vsiswift", "/vsihdfs", "/vsiwebhdfs")
+
+
+def is_remote(path: str) -> bool:
+    return path.startswith(REMOTE_PREFIXES) or "://" in path
+
+
+def gdal_reason(error: BaseException) -> str:
+    """GDAL's own messages behind a rasterio error, which only says "Read failed. See
+    previous exception": the first names file, band and block, the last the cause."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(str(error).strip() or type(error).__name__)
+        error = error.__cause__ or error.__context__
+    gdal = [m for m in chain if "See previous exception" not in m] or chain
+    return gdal[0] if len(gdal) == 1 else f"{gdal[0]} ({gdal[-1]})"
 
 
 def tiles_with_data(scene: SceneInfo, grid: Grid) -> np.ndarray:
@@ -146,17 +165,23 @@ class TileReader:
 
     def try_read(self, spec: TileSpec, out_size: tuple[int, int],
                  tile: tuple[int, int]) -> tuple[Tile | None, str]:
-        """`read`, tried `READ_ATTEMPTS` times in all with a fresh dataset handle
-        (remote reads fail transiently); returns ``(tile, "")``, or ``(None, reason)``
-        when every attempt failed."""
-        for attempt in range(READ_ATTEMPTS):
+        """`read`; returns ``(tile, "")``, or ``(None, reason)`` with GDAL's own words
+        (file, band, block, bytes) when the tile cannot be read.
+
+        A local file fails at once: a corrupt or truncated block reads the same every
+        time. A remote one (``/vsicurl/``, ``/vsis3/``, URLs...) may fail transiently:
+        it is tried `READ_ATTEMPTS` times with a fresh handle, backing off between."""
+        remote = is_remote(self._scenes[spec.scene].path)
+        for attempt in range(READ_ATTEMPTS if remote else 1):
+            if attempt:
+                time.sleep(READ_BACKOFF_S * 2 ** (attempt - 1))
             try:
                 return self.read(spec, out_size, tile), ""
             except Exception as e:  # a corrupt block must not sink the other tiles
                 error = e
                 self._forget(spec.scene)
-                time.sleep(READ_BACKOFF_S * 2 ** attempt)
-        return None, one_line(f"read failed {READ_ATTEMPTS} times", error)
+        tries = f" {READ_ATTEMPTS} times" if remote else ""
+        return None, f"read failed{tries}: {gdal_reason(error)}"[:REASON_CHARS]
 
     def _forget(self, scene: int) -> None:
         """Close a scene's dataset; the next read opens it afresh."""

@@ -15,12 +15,19 @@ bucket (``s3://bucket/cars.gpkg.progress``), where a rerun on a fresh machine fi
 it: it is kept in a local temporary file, uploaded after a chunk at most every
 `UPLOAD_EVERY_S` seconds and when the run stops, and fetched again by ``--resume``.
 A run killed outright loses at most the last `UPLOAD_EVERY_S` seconds of work.
+
+The record belongs to the run that holds the output's lock (`geodet.lock`). An
+interrupted run's local record is never dropped silently: a run without ``--resume``
+that finds one refuses to start unless ``--overwrite`` says to start afresh. A
+record that cannot be written (full disk...) stops the run with `OutputError`; what
+was recorded stays for ``--resume``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import tempfile
@@ -33,7 +40,9 @@ import numpy as np
 
 from geodet import storage
 from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
-from geodet.errors import InputError
+from geodet.errors import InputError, OutputError
+
+log = logging.getLogger("geodet")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (fingerprint TEXT NOT NULL);
@@ -65,11 +74,21 @@ def progress_path(out: Path | str) -> Path | str:
     return out + ".progress" if isinstance(out, str) else out.with_name(out.name + ".progress")
 
 
+def _tiles_in(path: Path) -> int | str:
+    """How many tiles a progress record holds ("some" if it cannot be read)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT count(*) FROM tiles").fetchone()[0]
+    except sqlite3.Error:
+        return "some"
+
+
 class ResumeRecord:
     """The progress record of one run (see module doc); a context manager that closes
     it on every path. ``out`` None: nothing is recorded."""
 
-    def __init__(self, out: Path | str | None, fingerprint: dict, resume: bool) -> None:
+    def __init__(self, out: Path | str | None, fingerprint: dict, resume: bool,
+                 overwrite: bool = False) -> None:
         self.path = progress_path(out) if out is not None else None
         self.url, self._uploaded = None, 0.0
         if isinstance(self.path, str):  # a URL: work on a local copy
@@ -78,28 +97,52 @@ class ResumeRecord:
             if resume:
                 storage.download(self.url, self.path)
         key = json.dumps(fingerprint, sort_keys=True)
-        if self.path is not None and not resume:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-        self.db = sqlite3.connect(self.path or ":memory:")
-        self.db.executescript(SCHEMA)
-        row = self.db.execute("SELECT fingerprint FROM run").fetchone()
-        if row is None:
-            with self.db:
-                self.db.execute("INSERT INTO run VALUES (?)", (key,))
-        elif row[0] != key:
+        if self.path is not None and self.path.exists() and not resume:
+            self._discard(overwrite)
+        try:
+            self.db = sqlite3.connect(self.path or ":memory:")
+            self.db.executescript(SCHEMA)
+            row = self.db.execute("SELECT fingerprint FROM run").fetchone()
+            if row is None:
+                with self.db:
+                    self.db.execute("INSERT INTO run VALUES (?)", (key,))
+        except sqlite3.Error as e:
+            raise OutputError.writing(self.path, e) from None
+        if row is not None and row[0] != key:
             self.db.close()
             raise InputError(
                 f"{self.url or self.path} belongs to a run with other inputs or settings: "
-                "run the same command to resume it, or leave out --resume to start afresh")
+                "run the same command to resume it, or use --overwrite without --resume "
+                "to start afresh")
+
+    def _discard(self, overwrite: bool) -> None:
+        """An interrupted run's record, found by a run without ``--resume``."""
+        assert self.path is not None
+        tiles = _tiles_in(self.path)
+        what = f"{self.path} holds the progress of an interrupted run ({tiles} tiles done)"
+        if tiles and not overwrite:
+            raise InputError(f"{what}: add --resume to continue it, or --overwrite to "
+                             "start afresh")
+        if tiles:
+            log.warning("%s: starting afresh (--overwrite)", what)
+        self.path.unlink()
 
     def __enter__(self) -> ResumeRecord:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
         if self.url is not None and self.path.exists():  # stopped before the end
             self._upload()
         self.db.close()
+        if self.url is not None or error is None or self.path is None \
+                or not self.path.exists():
+            return
+        tiles = _tiles_in(self.path)
+        if not tiles:  # nothing to keep
+            self.path.unlink()
+        elif isinstance(error, KeyboardInterrupt | OutputError):
+            error.add_note(f"{tiles} tiles done are kept in {self.path}: run the same "
+                           "command with --resume to continue")
 
     def done(self, sizes: Sequence[int]) -> Resumed:
         """The tiles already done (per scene of ``sizes`` tiles), with their detections."""
@@ -131,6 +174,14 @@ class ResumeRecord:
         """Store one chunk's outcomes and detections in a single transaction."""
         if self.path is None:
             return
+        try:
+            self._store(result)
+        except sqlite3.Error as e:
+            raise OutputError.writing(self.path, e) from None
+        if self.url is not None and time.monotonic() - self._uploaded >= UPLOAD_EVERY_S:
+            self._upload()
+
+    def _store(self, result: ChunkResult) -> None:
         d = result.detections
         with self.db:
             keys = [(o.scene, o.tile_id) for o in result.tiles]
@@ -145,8 +196,6 @@ class ResumeRecord:
                 zip(d.scene_ids.tolist(), d.tile_ids.tolist(), *d.boxes.T.tolist(),
                     d.scores.tolist(), d.class_ids.tolist(), d.angles.tolist(),
                     strict=True))
-        if self.url is not None and time.monotonic() - self._uploaded >= UPLOAD_EVERY_S:
-            self._upload()
 
     def _upload(self) -> None:
         storage.upload(self.path, self.url)

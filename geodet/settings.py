@@ -3,6 +3,7 @@ fallbacks, each recorded with where it came from."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from geodet.decode import detect_layout
@@ -11,7 +12,13 @@ from geodet.model import ModelInfo
 from geodet.options import Options
 from geodet.scene import SceneInfo
 
+log = logging.getLogger("geodet")
+
 MIN_TILE = 16
+#: Where the class scores lie, per layout whose output shape fixes the class count:
+#: (output axis, values along it that are not class scores: the box, then an
+#: objectness or an angle).
+CLASS_AXIS = {"ultralytics": (1, 4), "obb": (1, 5), "yolov5": (2, 5), "detr": (2, 4)}
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ def resolve(options: Options, model: ModelInfo, scenes: list[SceneInfo]) -> Sett
     else:
         layout, how = detect_layout(model)
     sources["layout"] = {"value": layout, "source": how}
+    _check_class_names(model, layout)
     conf, iou = pick("conf", options.conf), pick("iou", options.iou)
     overlap = pick("overlap", options.overlap)
     for name, value in (("conf", conf), ("iou", iou), ("overlap", overlap)):
@@ -101,6 +109,25 @@ def resolve(options: Options, model: ModelInfo, scenes: list[SceneInfo]) -> Sett
     return Settings(model=model, scenes=tuple(scenes), layout=layout, conf=conf, iou=iou,
                     overlap=overlap, gsd=gsd, input_size=model_tile, tiles=tiles, mean=mean,
                     std=std, batch_size=model.batch or options.batch_size, sources=sources)
+
+
+def output_classes(model: ModelInfo, layout: str) -> int | None:
+    """How many classes the model's output can produce, where its shape says."""
+    if layout not in CLASS_AXIS or len(model.output_shapes) != 1 \
+            or len(model.output_shapes[0]) != 3:
+        return None
+    axis, extra = CLASS_AXIS[layout]
+    size = model.output_shapes[0][axis]
+    return size - extra if size is not None and size > extra else None
+
+
+def _check_class_names(model: ModelInfo, layout: str) -> None:
+    """Warn when the declared class names cannot be what the outputs produce."""
+    produced = output_classes(model, layout)
+    if model.names and produced is not None and produced != len(model.names):
+        log.warning("model %s declares %d class names but its output (%s layout) has "
+                    "%d classes: class names may be wrong; check the model's 'names' "
+                    "metadata", model.path, len(model.names), layout, produced)
 
 
 def _scene_tile(model_tile: tuple[int, int], gsd: float | None,

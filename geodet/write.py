@@ -18,9 +18,10 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import pyogrio
+from pyogrio.errors import DataLayerError, DataSourceError, FeatureError
 
 from geodet import storage
-from geodet.errors import InputError
+from geodet.errors import InputError, OutputError
 from geodet.styles import GEOMETRY_COLUMN, styles_table
 
 DETECTIONS_LAYER = "detections"
@@ -102,7 +103,8 @@ def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
     """Write the detection layers (name -> frame), the tile layers (``(name, frame)``
     batches, appended in order), the ``runs`` records (this run's last), any other
     ``tables`` and the styles to a temporary file beside ``out``, and rename it into
-    place; for a URL, into a local temporary folder, then upload it."""
+    place; for a URL, into a local temporary folder, then upload it. A failed write
+    (full disk...) raises `OutputError`; the previous ``out`` is then untouched."""
     if isinstance(out, str):
         with tempfile.TemporaryDirectory(prefix="geodet-") as folder:
             local = Path(folder) / "out.gpkg"
@@ -133,6 +135,8 @@ def write_geopackage(out: Output, detections: dict[str, gpd.GeoDataFrame],
             write(name, table)
         write(STYLES_TABLE, styles_table(list(detections), tile_layers, class_names))
         os.replace(tmp, out)
+    except (OSError, DataSourceError, DataLayerError, FeatureError) as e:
+        raise OutputError.writing(out, e) from None  # before the cleanup frees the space
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)

@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from geodet.engine import LOCAL_CLUSTER, NO_METRICS_SERVERS
 from tests.ray_nodes import RayNodes
 from tools.toy_models import bright_squares
 
@@ -23,11 +24,15 @@ TEST_NODE_IP = "127.0.0.3"
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray cluster for the whole session, on loopback, stopped at the end."""
+    """One local Ray cluster for the whole session, on loopback, stopped at the end;
+    set up as geodet's embedded cluster is (token auth on, metrics servers off)."""
     import ray
 
-    ray.init(address="local", _node_ip_address=TEST_NODE_IP, include_dashboard=False,
-             num_cpus=2, num_gpus=0, logging_level="ERROR")
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in NO_METRICS_SERVERS.items():
+            env.setenv(name, value)
+        ray.init(**{**LOCAL_CLUSTER, "_node_ip_address": TEST_NODE_IP}, num_cpus=2,
+                 num_gpus=0, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

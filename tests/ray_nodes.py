@@ -1,16 +1,25 @@
 """A real multi-node Ray cluster for fault and cluster tests: separate `ray start`
-processes on loopback addresses, started one after another and stopped at the end."""
+processes on loopback addresses, started one after another and stopped at the end.
+
+Ray's gRPC servers listen on every interface whatever the node address, so the
+cluster keeps Ray's token authentication on, with a fresh random token per cluster
+given to its nodes and drivers through the environment (``RAY_AUTH_TOKEN``), and
+its unauthenticated metrics servers off, as geodet's own embedded cluster does."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+from geodet.engine import LOCAL_CLUSTER, NO_METRICS_SERVERS
 
 
 def free_port(host: str) -> int:
@@ -21,13 +30,15 @@ def free_port(host: str) -> int:
 
 class RayNodes:
     """Ray nodes started as separate `ray start --block` processes on loopback
-    addresses (a head on 127.0.0.4, workers on 127.0.0.5...), token auth off."""
+    addresses (a head on 127.0.0.4, workers on 127.0.0.5...), token auth on: pass
+    `env` to every process that talks to the cluster."""
 
     HEAD_IP = "127.0.0.4"
 
     def __init__(self) -> None:
         self.ray = os.path.join(os.path.dirname(sys.executable), "ray")
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env = {**os.environ, **NO_METRICS_SERVERS, "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
         self.procs: list[subprocess.Popen] = []
         self.address = self.dashboard = ""
@@ -46,6 +57,7 @@ class RayNodes:
         # Ray's fixed default for the agent's HTTP port (52365) may be taken by another
         # cluster on this machine (the tests' own): give every port explicitly.
         args = ["--head", "--node-ip-address", ip, "--port", str(port),
+                "--system-config", json.dumps(LOCAL_CLUSTER["_system_config"]),
                 "--dashboard-agent-listen-port", str(free_port(ip)),
                 "--num-cpus", str(num_cpus), "--num-gpus", "0"]
         if dashboard:
