@@ -55,8 +55,9 @@ def detect(scenes: PathLike | Sequence[PathLike], model: PathLike,
 def _detect(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLike | None,
             options: Options, started: datetime) -> gpd.GeoDataFrame:
     job, previous = _prepare(scenes, model, out, options)
+    # An incremental run may drop a crashed night's record: its scenes are still new.
     with (ResumeRecord(job.out, fingerprint(job), job.options.resume,
-                       job.options.overwrite) as record,
+                       job.options.overwrite or job.options.incremental) as record,
           Reporter(job.options) as report):
         resumed = record.done([len(g) for g in job.grids])
         report.start(job, job.n_todo(resumed.done))

@@ -145,11 +145,14 @@ def _detect(args: argparse.Namespace) -> int:
             raise PartialRunError(f"{run['tiles_failed']} tiles failed; see the 'tiles' "
                                   f"layer of {req.out} for the reasons")
         return 0
-    except (GeodetError, KeyboardInterrupt) as e:
+    except (Exception, KeyboardInterrupt) as e:
         if not as_json:
             raise
-        code = getattr(e, "exit_code", 130)  # Ctrl-C: 128 + SIGINT
-        print(json_line("exit", exit_code=code, message=str(e) or "interrupted"),
+        # Ctrl-C: 128 + SIGINT; an unexpected error: 1, as in plain mode.
+        code = getattr(e, "exit_code", 130 if isinstance(e, KeyboardInterrupt) else 1)
+        message = str(e) if isinstance(e, GeodetError | KeyboardInterrupt) else \
+            one_line("internal error", e)
+        print(json_line("exit", exit_code=code, message=message or "interrupted"),
               file=sys.stderr, flush=True)
         return code
 
