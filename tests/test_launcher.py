@@ -51,6 +51,21 @@ def cluster_file(home: Path) -> Path:
     return path
 
 
+#: Asks the job API for the job list without, then with, the cluster's token.
+DASHBOARD_AUTH = f"""
+import pathlib, urllib.error, urllib.request
+def status(headers):
+    request = urllib.request.Request("http://{HEAD}:8265/api/jobs/", headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=30).status
+    except urllib.error.HTTPError as e:
+        return e.code
+token = (pathlib.Path.home() / ".ray" / "auth_token").read_text().strip()
+print("without token", status({{}}), "with token",
+      status({{"Authorization": "Bearer " + token}}))
+"""
+
+
 def prepare_home(home: Path) -> None:
     """Keys, an ssh config with the port (the local provider has no port setting), an
     empty ~/.bashrc, and ~/geodet-venv: this test's environment, so that the cluster
@@ -70,19 +85,6 @@ def prepare_home(home: Path) -> None:
     (home / "dashboard_auth.py").write_text(DASHBOARD_AUTH)
 
 
-#: Asks the job API for the job list without, then with, the cluster's token.
-DASHBOARD_AUTH = f"""
-import pathlib, urllib.error, urllib.request
-def status(headers):
-    request = urllib.request.Request("http://{HEAD}:8265/api/jobs/", headers=headers)
-    try:
-        return urllib.request.urlopen(request, timeout=30).status
-    except urllib.error.HTTPError as e:
-        return e.code
-token = (pathlib.Path.home() / ".ray" / "auth_token").read_text().strip()
-print("without token", status({{}}), "with token",
-      status({{"Authorization": "Bearer " + token}}))
-"""
 
 
 def user_steps(config: str) -> list[dict]:
@@ -117,8 +119,10 @@ def user_steps(config: str) -> list[dict]:
     ]
 
 
-@pytest.mark.skipif(sandbox_unavailable() is not None,
-                    reason=sandbox_unavailable() or "")
+UNAVAILABLE = sandbox_unavailable()
+
+
+@pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
 def test_onprem_cluster_file_runs_the_readme_commands(tmp_path):
     home = tmp_path / "home"
     prepare_home(home)
