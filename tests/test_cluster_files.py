@@ -148,6 +148,44 @@ def test_aws_profiles_let_the_head_start_workers_and_every_node_pull_and_read():
     assert allows(head, "s3:PutObject", "arn:aws:s3:::my-bucket/geodet/vehicles.gpkg")
 
 
+def test_aws_node_configs_are_valid_run_instances_requests():
+    """Ray passes a node_config to EC2's RunInstances as it is: check it against the
+    request model botocore ships."""
+    from botocore.session import get_session
+    from botocore.validate import ParamValidator
+
+    request = get_session().get_service_model("ec2").operation_model("RunInstances")
+    for name, node in launcher("aws-gpu.yaml")["available_node_types"].items():
+        report = ParamValidator().validate({**node["node_config"], "MinCount": 1,
+                                            "MaxCount": 1}, request.input_shape)
+        assert not report.has_errors(), f"{name}: {report.generate_report()}"
+
+
+def conforms(value, schema: dict, schemas: dict, path: str) -> None:
+    """``value`` uses only fields, objects and arrays of the discovery ``schema``."""
+    schema = schemas[schema["$ref"]] if "$ref" in schema else schema
+    if isinstance(value, dict):
+        assert schema.get("type") == "object", f"{path} is not an object"
+        for key, item in value.items():
+            assert key in schema.get("properties", {}), f"{path}.{key} is no field"
+            conforms(item, schema["properties"][key], schemas, f"{path}.{key}")
+    elif isinstance(value, list):
+        assert schema.get("type") == "array", f"{path} is not an array"
+        for i, item in enumerate(value):
+            conforms(item, schema["items"], schemas, f"{path}[{i}]")
+
+
+def test_gcp_node_configs_are_valid_compute_instances():
+    """Ray passes a node_config to Compute's instances.insert as the body: check it
+    against the Instance schema of the discovery document the Google API client ships."""
+    import googleapiclient
+
+    documents = Path(googleapiclient.__file__).parent / "discovery_cache" / "documents"
+    schemas = json.loads((documents / "compute.v1.json").read_text())["schemas"]
+    for name, node in launcher("gcp-gpu.yaml")["available_node_types"].items():
+        conforms(node["node_config"], {"$ref": "Instance"}, schemas, name)
+
+
 def test_gcp_nodes_have_their_own_service_accounts():
     config = launcher("gcp-gpu.yaml")
     accounts = {n: t["node_config"]["serviceAccounts"][0]["email"]
