@@ -15,8 +15,8 @@ import pyogrio
 import pytest
 from ray.util.state import list_jobs
 
-from tests.conftest import RayNodes
 from tests.helpers import scene_with_squares, write_tif
+from tests.ray_nodes import RayNodes
 
 SUBMIT = Path(__file__).resolve().parents[1] / "cluster" / "submit.py"
 
