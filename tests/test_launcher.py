@@ -90,9 +90,7 @@ def prepare_home(home: Path) -> None:
 def user_steps(config: str) -> list[dict]:
     """What a user types (README / cluster file), with `-y` where ray asks to confirm."""
     h = HOME
-    # Two detectors of 2 CPUs, one per 2-CPU machine (geodet's default would ask for one
-    # 4-CPU detector, which neither machine can host).
-    detect = f"{h}/scene.tif --model {h}/squares.onnx --workers 2 --no-progress"
+    detect = f"{h}/scene.tif --model {h}/squares.onnx --no-progress"
     ray_status = f"RAY_AUTH_MODE=token ray status --address {HEAD}:6379"
     head_processes, worker_processes = (f"ps -eo args | grep -qE '[n]ode.ip.address=?{ip}'"
                                         for ip in (HEAD, WORKER))
