@@ -1,10 +1,10 @@
-"""Cluster configs, `ray job submit` against a real head node, and a loopback-only
-embedded cluster. Every Ray process started here listens and talks on loopback."""
+"""`ray job submit` against a real head node, and a loopback-only embedded cluster.
+Every Ray process started here listens and talks on loopback. (The cluster files'
+offline checks are in test_cluster_files.py.)"""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import subprocess
@@ -13,47 +13,14 @@ import textwrap
 import time
 from pathlib import Path
 
-import jsonschema
 import pyogrio
 import pytest
-import ray
-import yaml
 
 from tests.helpers import scene_with_squares, write_tif
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 HEAD_IP = "127.0.0.4"
-
-
-@pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
-def test_launcher_configs_match_rays_schema(name):
-    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json")
-                        .read_text())
-    config = yaml.safe_load((CLUSTER / name).read_text())
-    jsonschema.validate(config, schema)
-    types = config["available_node_types"]
-    head = types[config["head_node_type"]]
-    gpu = [t for n, t in types.items() if n != config["head_node_type"]]
-    assert head["resources"]["GPU"] == 0
-    assert gpu and all(t["resources"]["GPU"] == 1 and t["max_workers"] >= 1 for t in gpu)
-    assert any("[gpu]" in c for c in config["setup_commands"])
-    if config["provider"]["type"] == "aws":
-        for t in types.values():
-            assert t["node_config"]["ImageId"].startswith("ami-")
-            assert "IamInstanceProfile" in t["node_config"]  # workers read S3 too
-
-
-def test_kuberay_manifests():
-    [job] = yaml.safe_load_all((CLUSTER / "kuberay-rayjob.yaml").read_text())
-    assert job["kind"] == "RayJob" and "cluster/submit.py" in job["spec"]["entrypoint"]
-    [group] = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    [container] = group["template"]["spec"]["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    docs = list(yaml.safe_load_all((CLUSTER / "kuberay-nightly.yaml").read_text()))
-    [cron] = [d for d in docs if d["kind"] == "CronJob"]
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "CronJob"}
 
 
 def test_ray_job_submit_runs_a_detection(tmp_path, ray_nodes, squares_model):
