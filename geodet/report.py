@@ -22,7 +22,6 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,7 @@ from rasterio.features import rasterize
 
 from geodet.errors import InputError
 from geodet.styles import FAILED_RGB, class_colours
-from geodet.write import DETECTIONS_LAYER, RUNS_TABLE, TILES_LAYER
+from geodet.write import DETECTIONS_LAYER, RUNS_TABLE, TILES_LAYER, check_local_file
 
 log = logging.getLogger("geodet")
 
@@ -197,19 +196,6 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def check_png(path: str | os.PathLike) -> Path:
-    """Validate the quick-look path before any work is done."""
-    png = Path(path)
-    if png.suffix.lower() != ".png":
-        raise InputError(f"the quick-look must be a .png file, got {png}")
-    parent = png.parent if str(png.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"folder of the quick-look does not exist: {parent}: create it first")
-    if png.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write the quick-look to {png}: choose a writable path")
-    return png
-
-
 def _shrunk_image(ds: rasterio.DatasetReader, shape: tuple[int, int]) -> np.ndarray:
     """The scene's first three bands (or its first, as grey) at ``shape``, as uint8 RGB,
     read from the overviews where the scene has them."""
@@ -331,7 +317,7 @@ def draw_quicklook(path: str | os.PathLike, png: str | os.PathLike,
     (its size and corner in the picture, its scale, what was drawn)."""
     if max_side < 16:
         raise InputError(f"--size must be at least 16 pixels, got {max_side}")
-    png = check_png(png)
+    png = check_local_file(png, ".png", "quick-look", "a PNG file")
     out = GeodetOutput.open(path)
     scenes = out.scenes()
     if not scenes:

@@ -40,20 +40,26 @@ GPKG_VERSION = "1.2"
 Output = Path | str
 
 
+def check_local_file(path: str | os.PathLike, suffix: str, what: str, kind: str) -> Path:
+    """A local file that can be written: the right suffix, in a writable folder."""
+    file = Path(path)
+    if file.suffix.lower() != suffix:
+        raise InputError(f"{what} must be {kind} ending in {suffix}, got {file}")
+    parent = file.parent if str(file.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{what} directory does not exist: {parent}: create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{what} directory is not writable: {parent}")
+    if file.is_dir():
+        raise InputError(f"{what} is a directory: {file}")
+    return file
+
+
 def check_output(path: str | os.PathLike, overwrite: bool) -> Output:
     """Validate the output path or URL before any work is done."""
     if storage.is_url(path):
         return _check_output_url(os.fspath(path), overwrite)
-    out = Path(path)
-    if out.suffix.lower() != ".gpkg":
-        raise InputError(f"output must be a GeoPackage ending in .gpkg, got {out}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}: create it first")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output directory is not writable: {parent}")
-    if out.is_dir():
-        raise InputError(f"output is a directory: {out}")
+    out = check_local_file(path, ".gpkg", "output", "a GeoPackage")
     if out.exists() and not overwrite:
         raise InputError(f"output exists: {out}: pass --overwrite to replace it")
     return out

@@ -165,7 +165,7 @@ def test_errors_are_one_line(run, tmp_path, capsys, readonly_dir):
     junk = tmp_path / "junk.gpkg"
     junk.write_bytes(b"not a database" * 10)
     assert "cannot read" in run_error(capsys, ["report", junk])
-    assert "cannot write the quick-look" in run_error(
+    assert "quick-look directory is not writable" in run_error(
         capsys, ["report", out, "--png", readonly_dir / "q.png"])
     assert "does not exist" in run_error(
         capsys, ["report", out, "--png", tmp_path / "missing" / "q.png"])
