@@ -1,6 +1,7 @@
-"""Offline checks of cluster/: the launcher files against Ray's own schema, the RayJob
+"""Offline checks of cluster/: the launcher files against Ray's own schema, the RayJobs
 against KubeRay's CRD schema, every name the Kubernetes manifests refer to defined in
-them, token authentication and reachable dashboards, IAM, the image and the extras."""
+them, token authentication and reachable dashboards, IAM, the image and the extras, and
+the nightly RayJob's command as geodet will read it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -29,6 +31,8 @@ CLOUDS = ["aws-gpu.yaml", "gcp-gpu.yaml"]
 #: KubeRay v1.7.0 (commit 59d663a), config/crd/bases/ray.io_rayjobs.yaml: the v1
 #: openAPIV3Schema, descriptions left out.
 RAYJOB_SCHEMA = ROOT / "tests" / "fixtures" / "kuberay-v1.7.0-rayjob.schema.json"
+#: The one-off RayJob (created by hand) and the nightly CronJob's template.
+ONE_OFF, NIGHTLY = "rayjob.yaml", "nightly-rayjob.yaml"
 LOOPBACK = ("127.", "localhost", "::1")
 
 
@@ -50,6 +54,10 @@ def manifests() -> list[dict]:
 def one(kind: str) -> dict:
     [doc] = [d for d in manifests() if d["kind"] == kind]
     return doc
+
+
+def rayjob(name: str) -> dict:
+    return yaml.safe_load((KUBERAY / name).read_text())
 
 
 def strict(schema):
@@ -217,7 +225,8 @@ def test_image_pairs_a_python_geodet_supports_with_the_cuda_of_its_extra():
     assert re.search(r"^ARG GPU_EXTRA=gpu$", dockerfile(), re.M)
     assert cuda.startswith("13") and extras()["gpu"] == ["onnxruntime-gpu>=1.27"]
     assert extras()["gpu-cuda12"] == ["onnxruntime-gpu>=1.19,<1.27"]
-    assert one("RayJob")["spec"]["rayClusterSpec"]["rayVersion"] == ray_version
+    for name in (ONE_OFF, NIGHTLY):
+        assert rayjob(name)["spec"]["rayClusterSpec"]["rayVersion"] == ray_version
     run = re.search(r"^RUN (.+?)(?<!\\)$", dockerfile(), re.M | re.S).group(1)
     assert "${GPU_EXTRA}" in run and "cluster/check_cuda_provider.py" in run
     assert Path(re.search(r"^WORKDIR (\S+)", dockerfile(), re.M).group(1)).name != "geodet"
@@ -261,23 +270,111 @@ def test_runtime_dependencies_are_what_geodet_imports():
 
 # --- KubeRay --------------------------------------------------------------------------------
 
-def test_rayjob_matches_kuberays_crd_schema():
-    jsonschema.validate(one("RayJob"), strict(json.loads(RAYJOB_SCHEMA.read_text())))
+@pytest.mark.parametrize("name", [ONE_OFF, NIGHTLY])
+def test_rayjob_matches_kuberays_crd_schema(name):
+    jsonschema.validate(rayjob(name), strict(json.loads(RAYJOB_SCHEMA.read_text())))
 
 
-def test_rayjob_is_reachable_by_kuberay_token_protected_and_resumable():
-    spec = one("RayJob")["spec"]
+def geodet_argv(entrypoint: str) -> list[str]:
+    """The arguments geodet gets from a RayJob's entrypoint: KubeRay's submitter runs
+    `bash -c "... ray job submit ... -- ENTRYPOINT"`, `ray job submit` joins its
+    arguments with `subprocess.list2cmdline`, and Ray's job supervisor runs that with
+    `/bin/sh -c` (no file on the head matches an s3:// pattern, so what is left
+    unquoted reaches geodet as it is)."""
+    return shlex.split(subprocess.list2cmdline(shlex.split(entrypoint)))
+
+
+@pytest.mark.parametrize("name", [ONE_OFF, NIGHTLY])
+def test_rayjob_is_reachable_by_kuberay_token_protected_and_writes_to_storage(name):
+    spec = rayjob(name)["spec"]
     cluster = spec["rayClusterSpec"]
     host = cluster["headGroupSpec"]["rayStartParams"].get("dashboard-host", "0.0.0.0")
     assert not host.startswith(LOOPBACK)
     assert cluster["authOptions"]["mode"] == "token"
-    entrypoint = spec["entrypoint"].split()
-    assert "--resume" in entrypoint
-    assert entrypoint[entrypoint.index("--out") + 1].startswith("s3://")
+    argv = geodet_argv(spec["entrypoint"])
+    assert argv[:2] == ["geodet", "detect"]
+    assert argv[argv.index("--out") + 1].startswith("s3://")
     templates = [cluster["headGroupSpec"]["template"],
                  *(g["template"] for g in cluster["workerGroupSpecs"])]
     assert len({c["image"] for t in templates for c in t["spec"]["containers"]}) == 1
     assert all(t["spec"]["serviceAccountName"] == "geodet-runner" for t in templates)
+
+
+def test_one_off_rayjob_is_resumable():
+    assert "--resume" in geodet_argv(rayjob(ONE_OFF)["spec"]["entrypoint"])
+
+
+def test_both_rayjobs_run_on_the_same_image():
+    images = {c["image"] for name in (ONE_OFF, NIGHTLY)
+              for c in rayjob(name)["spec"]["rayClusterSpec"]["headGroupSpec"]
+              ["template"]["spec"]["containers"]}
+    assert len(images) == 1
+
+
+def image_paths() -> dict[str, str]:
+    """Where the Dockerfile's COPY lines put repository paths: image path -> repo path."""
+    workdir = re.search(r"^WORKDIR (\S+)", dockerfile(), re.M).group(1)
+    copied = {}
+    for line in re.findall(r"^COPY (.+)$", dockerfile(), re.M):
+        *sources, dest = [w for w in line.split() if not w.startswith("--")]
+        target = os.path.normpath(os.path.join(workdir, dest))
+        for source in sources:
+            into = dest.endswith("/") or len(sources) > 1
+            copied[os.path.join(target, Path(source).name) if into else target] = source
+    return copied
+
+
+def in_repo(image_path: str) -> Path | None:
+    """The repository file that the image holds at ``image_path``, if it copies one."""
+    for target, source in image_paths().items():
+        if image_path == target or image_path.startswith(target + "/"):
+            return ROOT / source / os.path.relpath(image_path, target)
+    return None
+
+
+@pytest.mark.parametrize("name", [ONE_OFF, NIGHTLY])
+def test_every_image_path_an_entrypoint_names_is_copied_from_the_repo(name):
+    workdir = re.search(r"^WORKDIR (\S+)", dockerfile(), re.M).group(1)
+    named = [a for a in geodet_argv(rayjob(name)["spec"]["entrypoint"])
+             if a.startswith(workdir + "/")]
+    assert named or name == ONE_OFF
+    for path in named:
+        source = in_repo(path)
+        assert source is not None, f"{path}: no COPY puts it in the image"
+        assert source.exists(), f"{path}: {source} is not in the repository"
+
+
+def test_nightly_runs_a_config_file_incrementally_on_object_storage():
+    """The nightly entrypoint, read by geodet's own parser and job file loader: the
+    job file of configs/ (as the image holds it), --incremental, JSON logs, and the
+    command line's scenes, model and output on S3 over the file's pod-local paths."""
+    from geodet import jobfile
+    from geodet.cli import build_parser
+    from geodet.options import Options
+
+    argv = geodet_argv(rayjob(NIGHTLY)["spec"]["entrypoint"])
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "detect" and args.incremental and args.log_format == "json"
+    assert not getattr(args, "resume", False) and not getattr(args, "overwrite", False)
+    config = in_repo(args.config)
+    assert config is not None and config.parent == ROOT / "configs", args.config
+    flags = {k: v for k, v in vars(args).items() if k in Options.model_fields}
+    request = jobfile.combine(jobfile.load(config), args.scenes, args.model, args.out, flags)
+    assert request.options["incremental"] is True
+    assert request.scenes == ("s3://my-bucket/flights/**/*.tif",)
+    assert request.model.startswith("s3://") and request.model.endswith(".onnx")
+    assert request.out.startswith("s3://") and request.out.endswith(".gpkg")
+    one_off = geodet_argv(rayjob(ONE_OFF)["spec"]["entrypoint"])
+    assert request.out != one_off[one_off.index("--out") + 1]
+    # The pods' role (runner.yaml: the S3 statements of aws-iam-head.json) reads the
+    # scenes and the model and writes the output and its progress record.
+    policy = json.loads((CLUSTER / "aws-iam-head.json").read_text())
+    arn = "arn:aws:s3:::" + request.out.removeprefix("s3://")
+    assert allows(policy, "s3:PutObject", arn) and allows(policy, "s3:PutObject",
+                                                           arn + ".progress")
+    assert allows(policy, "s3:DeleteObject", arn + ".progress")
+    assert allows(policy, "s3:GetObject", "arn:aws:s3:::" + request.model.removeprefix("s3://"))
+    assert allows(policy, "s3:ListBucket", "arn:aws:s3:::my-bucket")
 
 
 def references(doc) -> set[tuple[str, str]]:
@@ -312,8 +409,11 @@ def test_every_name_the_manifests_use_is_defined_in_them():
     assert used and used <= defined, used - defined
     kustomization = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())
     generated = {f for g in kustomization["configMapGenerator"] for f in g["files"]}
+    assert generated == {NIGHTLY}  # what the CronJob's pod reads
     listed = set(kustomization["resources"]) | generated
-    assert listed == {f.name for f in KUBERAY.glob("*.yaml")} - {"kustomization.yaml"}
+    # Everything but the one-off RayJob, which is created by hand.
+    assert listed == {f.name for f in KUBERAY.glob("*.yaml")} - {"kustomization.yaml",
+                                                                  ONE_OFF}
 
 
 def test_nightly_runs_a_pinned_kubectl_with_just_the_rights_it_needs():
@@ -347,7 +447,8 @@ def run_nightly(tmp_path: Path, rayjobs: str) -> tuple[subprocess.CompletedProce
     done = subprocess.run([*container["command"], *container["args"]], cwd=work,
                           env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
                           capture_output=True, text=True, timeout=60)
-    (key, value), = one("RayJob")["metadata"]["labels"].items()
+    (key, value), = rayjob(NIGHTLY)["metadata"]["labels"].items()
+    assert rayjob(ONE_OFF)["metadata"]["labels"] == {key: value}  # one-off runs count too
     assert f"-l {key}={value}" in get.read_text()  # it looks at geodet's RayJobs
     return done, created
 
@@ -362,16 +463,14 @@ def test_nightly_refuses_while_a_rayjob_runs(tmp_path, rayjobs):
 
 
 def test_nightly_creates_the_nights_rayjob_once_earlier_ones_ended(tmp_path):
+    """Only the RayJob's name changes: every night extends the one output."""
     night = time.strftime("%Y%m%d", time.gmtime())
     done, created = run_nightly(tmp_path, "geodet-detect Complete\\n"
                                           "geodet-detect-20260101 Failed\\n")
     assert done.returncode == 0, done.stderr
     job = yaml.safe_load(created.read_text())
-    template = one("RayJob")
+    template = rayjob(NIGHTLY)
     assert job["metadata"]["name"] == f"{template['metadata']['name']}-{night}"
-    assert job["metadata"]["labels"] == template["metadata"]["labels"]
-    out = template["spec"]["entrypoint"].split()
-    out = out[out.index("--out") + 1]
-    assert job["spec"]["entrypoint"] == template["spec"]["entrypoint"].replace(
-        out, out.replace(".gpkg", f"-{night}.gpkg"))
-    assert job["spec"]["rayClusterSpec"] == template["spec"]["rayClusterSpec"]
+    assert job["spec"]["entrypoint"] == template["spec"]["entrypoint"]
+    job["metadata"]["name"] = template["metadata"]["name"]
+    assert job == template
