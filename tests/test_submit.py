@@ -4,6 +4,7 @@ the one joined, not the last one started on the machine."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import pyogrio
 import pytest
-from ray.util.state import list_jobs
 
 from tests.helpers import scene_with_squares, write_tif
 from tests.ray_nodes import RayNodes
@@ -61,6 +61,12 @@ def test_submit_joins_the_cluster_it_is_given(form, tmp_path, two_clusters, squa
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert len(pyogrio.read_dataframe(out, layer="detections")) == 1
-    drivers = [j.entrypoint for j in list_jobs(address=target.dashboard, detail=True)
-               if j.type == "DRIVER"]
+    # Asked in a process of the target's environment: it carries the cluster's token.
+    listed = subprocess.run(
+        [sys.executable, "-c", "import json, sys; from ray.util.state import list_jobs; "
+         "print(json.dumps([j.entrypoint for j in list_jobs(address=sys.argv[1], "
+         "detail=True) if j.type == 'DRIVER']))", target.dashboard],
+        env=target.env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    drivers = json.loads(listed.stdout.strip().splitlines()[-1])
     assert any(str(out) in e for e in drivers), drivers
