@@ -79,14 +79,17 @@ def start_machine(ip: str, port: int) -> None:
     subprocess.Popen(["unshare", "--pid", "--mount", "--fork", "--mount-proc",
                       sys.executable, __file__, "--machine", ip, str(port)],
                      stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # minutes-long waits seen on 2 busy cores
     while True:
         try:
             socket.create_connection((ip, port), timeout=1).close()
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise
+                log = Path(f"{HOME}/.sshd/{ip}.log")
+                raise AssertionError(f"sshd on {ip}:{port} never answered: "
+                                     f"{log.read_text()[-1500:] if log.exists() else ''}"
+                                     ) from None
             time.sleep(0.1)
 
 
