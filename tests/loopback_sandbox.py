@@ -29,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -46,6 +47,21 @@ def tmpfs(path: str) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", path], check=True)
 
 
+def private_tmp() -> None:
+    """A fresh tmpfs over /tmp, with the checkout and the Python environment bound back
+    in where they lie under /tmp (a CI clone may): the machines run both."""
+    keep = [str(Path(__file__).resolve().parents[1]), sys.prefix]
+    hold = tempfile.mkdtemp(prefix="host-tmp-", dir="/run")  # PIDs repeat across namespaces
+    subprocess.run(["mount", "--rbind", "/tmp", hold], check=True)
+    tmpfs("/tmp")
+    for path in keep:
+        inside = os.path.relpath(path, "/tmp")
+        if not inside.startswith(".."):
+            os.makedirs(os.path.join("/tmp", inside), exist_ok=True)
+            subprocess.run(["mount", "--rbind", os.path.join(hold, inside),
+                            os.path.join("/tmp", inside)], check=True)
+
+
 def reap_until(child: int) -> int:
     """As a namespace's first process: reap every orphan until ``child`` exits."""
     while True:
@@ -61,7 +77,7 @@ def enter_laptop(home: str) -> None:
     os.mkdir("/run/sshd", 0o755)
     os.mkdir(HOME, 0o700)
     subprocess.run(["mount", "--bind", home, HOME], check=True)  # before /tmp is covered
-    tmpfs("/tmp")
+    private_tmp()
     tmpfs("/dev/shm")
     sshd = Path(HOME, ".sshd")
     users = [line.split(":") for line in Path("/etc/passwd").read_text().splitlines()]
@@ -95,7 +111,7 @@ def start_machine(ip: str, port: int) -> None:
 
 def machine(ip: str, port: int) -> int:
     """Machine mode: own /tmp and /dev/shm, sshd in the foreground, reap."""
-    tmpfs("/tmp")
+    private_tmp()
     tmpfs("/dev/shm")
     sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", f"{HOME}/.sshd/sshd_config",
                              "-E", f"{HOME}/.sshd/{ip}.log", "-o", f"ListenAddress={ip}:{port}"])
