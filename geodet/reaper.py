@@ -28,7 +28,7 @@ from pathlib import Path
 
 MARK = "GEODET_RUN_ID"
 GRACE_S = 5.0
-QUIET_S = 1.0
+QUIET_S = 3.0  # a fork not yet exec'd shows up late on busy cores
 
 
 def marked(name: str, value: str) -> list[int]:
