@@ -130,3 +130,142 @@ def constant_outputs(outputs: dict[str, np.ndarray], size: int = 64, channels: i
         helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     return model
+
+
+def zero_cost(model: onnx.ModelProto, sample_outputs: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A model with the input and metadata of ``model`` that computes nothing: it
+    returns zeros shaped like ``sample_outputs`` (one run's outputs, batch axis
+    first), for any batch. What a pipeline costs when the model is free."""
+    image = model.graph.input[0]
+    nodes = [helper.make_node("Shape", [image.name], ["batch"], start=0, end=1)]
+    init, graph_outputs = [], []
+    for name, value in sample_outputs.items():
+        init.append(numpy_helper.from_array(np.array(value.shape[1:], np.int64),
+                                            f"{name}_rest"))
+        fill = numpy_helper.from_array(np.zeros(1, value.dtype), f"{name}_fill")
+        nodes += [helper.make_node("Concat", ["batch", f"{name}_rest"], [f"{name}_shape"],
+                                   axis=0),
+                  helper.make_node("ConstantOfShape", [f"{name}_shape"], [name], value=fill)]
+        graph_outputs.append(helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(value.dtype), ["batch", *value.shape[1:]]))
+    graph = helper.make_graph(nodes, "zero_cost", [image], graph_outputs, init)
+    zero = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    zero.ir_version = 8
+    helper.set_model_props(zero, {p.key: p.value for p in model.metadata_props})
+    onnx.checker.check_model(zero)
+    return zero
+
+
+class _Graph:
+    """Nodes and random initialisers of a convolutional network under construction."""
+
+    def __init__(self, seed: int) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.init: list[onnx.TensorProto] = []
+        self.rng = np.random.default_rng(seed)
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}{len(self.nodes)}"
+
+    def const(self, value: np.ndarray, prefix: str = "c") -> str:
+        name = f"{prefix}{len(self.init)}_init"
+        self.init.append(numpy_helper.from_array(value, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        out = self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
+        return out
+
+    def conv(self, x: str, c_in: int, c_out: int, k: int = 1, s: int = 1, act: bool = True,
+             bias: float = 0.0) -> str:
+        """Convolution (batch norm folded in) and SiLU, as in Ultralytics' ``Conv``."""
+        w = self.rng.normal(0, (2 / (c_in * k * k)) ** 0.5, (c_out, c_in, k, k))
+        y = self.op("Conv", [x, self.const(w.astype(np.float32), "w"),
+                             self.const(np.full(c_out, bias, np.float32), "b")],
+                    kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4)
+        return self.op("Mul", [y, self.op("Sigmoid", [y])]) if act else y
+
+    def c2f(self, x: str, c_in: int, c_out: int, n: int, shortcut: bool) -> str:
+        c = c_out // 2
+        parts = list(self.split(self.conv(x, c_in, 2 * c), [c, c]))
+        for _ in range(n):
+            y = self.conv(self.conv(parts[-1], c, c, 3), c, c, 3)
+            parts.append(self.op("Add", [parts[-1], y]) if shortcut else y)
+        return self.conv(self.op("Concat", parts, axis=1), (2 + n) * c, c_out)
+
+    def split(self, x: str, sizes: list[int], axis: int = 1) -> list[str]:
+        outs = [self.name("split") + f"_{i}" for i in range(len(sizes))]
+        self.nodes.append(helper.make_node(
+            "Split", [x, self.const(np.array(sizes, np.int64))], outs, axis=axis))
+        return outs
+
+    def sppf(self, x: str, c_in: int, c_out: int) -> str:
+        c = c_in // 2
+        ys = [self.conv(x, c_in, c)]
+        for _ in range(3):
+            ys.append(self.op("MaxPool", [ys[-1]], kernel_shape=[5, 5], pads=[2] * 4))
+        return self.conv(self.op("Concat", ys, axis=1), 4 * c, c_out)
+
+    def upsample(self, x: str) -> str:
+        scales = self.const(np.array([1, 1, 2, 2], np.float32))
+        return self.op("Resize", [x, "", scales], mode="nearest")
+
+
+def yolov8n_shaped(size: int = 320, classes: int = 80, seed: int = 0) -> onnx.ModelProto:
+    """A network with the layers, weights count and compute of an Ultralytics YOLOv8n
+    export (``[B, 4 + classes, N]`` output at ``size`` px), with random weights.
+
+    For timing only: the class biases are so low that it detects nothing, so what is
+    measured is the network, not the merging of random boxes.
+    """
+    g = _Graph(seed)
+    x = g.conv("images", 3, 16, 3, 2)
+    x = g.c2f(g.conv(x, 16, 32, 3, 2), 32, 32, 1, True)
+    p3 = g.c2f(g.conv(x, 32, 64, 3, 2), 64, 64, 2, True)
+    p4 = g.c2f(g.conv(p3, 64, 128, 3, 2), 128, 128, 2, True)
+    p5 = g.sppf(g.c2f(g.conv(p4, 128, 256, 3, 2), 256, 256, 1, True), 256, 256)
+    h4 = g.c2f(g.op("Concat", [g.upsample(p5), p4], axis=1), 384, 128, 1, False)
+    h3 = g.c2f(g.op("Concat", [g.upsample(h4), p3], axis=1), 192, 64, 1, False)
+    h4 = g.c2f(g.op("Concat", [g.conv(h3, 64, 64, 3, 2), h4], axis=1), 192, 128, 1, False)
+    h5 = g.c2f(g.op("Concat", [g.conv(h4, 128, 128, 3, 2), p5], axis=1), 384, 256, 1, False)
+    levels, anchors, strides = [], [], []
+    for feat, c_in, stride in ((h3, 64, 8), (h4, 128, 16), (h5, 256, 32)):
+        box = g.conv(g.conv(g.conv(feat, c_in, 64, 3), 64, 64, 3), 64, 64, act=False)
+        cls = g.conv(g.conv(g.conv(feat, c_in, 80, 3), 80, 80, 3), 80, classes, act=False,
+                     bias=-12.0)
+        levels.append(g.op("Reshape", [g.op("Concat", [box, cls], axis=1),
+                                       g.const(np.array([0, 64 + classes, -1], np.int64))]))
+        side = size // stride
+        ys, xs = np.mgrid[0:side, 0:side] + 0.5
+        anchors.append(np.stack([xs.ravel(), ys.ravel()]))
+        strides.append(np.full(side * side, stride))
+    raw = g.op("Concat", levels, axis=2)  # (B, 64 + classes, A)
+    dist, cls = g.split(raw, [64, classes])
+    # Distribution focal loss decoding: softmax over 16 bins, expectation of the bin.
+    bins = g.op("Softmax", [g.op("Reshape", [dist, g.const(np.array([0, 4, 16, -1],
+                                                                    np.int64))])], axis=2)
+    ltrb = g.op("ReduceSum", [g.op("Mul", [bins, g.const(
+        np.arange(16, dtype=np.float32).reshape(1, 1, 16, 1))]),
+        g.const(np.array([2], np.int64))], keepdims=0)  # (B, 4, A)
+    lt, rb = g.split(ltrb, [2, 2])
+    anchor = g.const(np.concatenate(anchors, axis=1).astype(np.float32)[None])
+    centre = g.op("Add", [anchor, g.op("Mul", [g.op("Sub", [rb, lt]),
+                                                g.const(np.array(0.5, np.float32))])])
+    stride = g.const(np.concatenate(strides).astype(np.float32)[None, None])
+    xywh = g.op("Mul", [g.op("Concat", [centre, g.op("Add", [lt, rb])], axis=1), stride])
+    g.nodes.append(helper.make_node("Concat", [xywh, g.op("Sigmoid", [cls])], ["output0"],
+                                    axis=1))
+    n = int(sum(len(s) for s in strides))
+    graph = helper.make_graph(
+        g.nodes, "yolov8n_shaped",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT,
+                                       ["batch", 4 + classes, n])], g.init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {
+        "names": json.dumps({str(i): f"class{i}" for i in range(classes)}),
+        "imgsz": json.dumps([size, size]), "task": "detect", "stride": "32"})
+    onnx.checker.check_model(model)
+    return model
