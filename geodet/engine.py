@@ -1,11 +1,14 @@
-"""Executing a job on Ray: the cluster connection, the detector actors, the dispatch loop.
+"""Executing a job: on Ray (the cluster connection, the detector actors, the dispatch
+loop), or on threads of this process.
 
-Plain Ray actors (`geodet.detector.TileDetector`), each holding one ONNX Runtime
-session and reading its own tiles with a background thread, are fed chunks of tile
-specs; only detections come back. At most `CHUNKS_IN_FLIGHT` chunks per actor are
-outstanding, so memory is bounded by the tiles in flight, never by the scene size.
-On few cores this measured faster than Ray Data's per-block machinery
-(benchmarks/engines.py).
+Detectors (`geodet.detector.TileDetector`), each holding one ONNX Runtime session
+and reading its own tiles on reader threads, are fed chunks of tile specs; only
+detections come back. On Ray they are plain actors with at most `CHUNKS_IN_FLIGHT`
+chunks outstanding each, so memory is bounded by the tiles in flight, never by the
+scene size; on few cores this measured faster than Ray Data's per-block machinery
+(benchmarks/engines.py). On a machine alone the same detectors run as threads of
+the calling process (`run_threads`), without Ray's start-up and services
+(benchmarks/compare.py): `choose_engine` decides.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import ipaddress
 import logging
 import math
 import os
+import queue
 import signal
 import threading
 from collections import Counter, deque
@@ -133,13 +137,15 @@ def _init(**kwargs) -> None:
 
 @dataclass(frozen=True)
 class ActorPlan:
-    """How many detector actors, with which Ray resources, device and ORT threads."""
+    """How many detectors, with which Ray resources, device, ONNX Runtime threads and
+    reader threads."""
 
     count: int
     resources: dict
     device: str  # "cpu" or "cuda"
     threads: int
     waits_for: str = ""  # why the cluster must grow before the actors fit, if it must
+    readers: int = 1  # a GPU detector reads on the CPUs it has; a CPU one infers on them
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,7 @@ class Execution:
     seconds: dict[str, float]  # summed over detectors: "read", "infer"
     providers: tuple[str, ...]  # ONNX Runtime execution providers that ran
     workers: int
+    engine: str  # "threads" or "ray"
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -175,10 +182,12 @@ def plan_actors(device: str, workers: int | None, nodes: list[dict[str, float]],
     """Detectors sized from what single nodes have (an actor lives on one node).
 
     GPUs: one actor per GPU (``workers`` actors sharing them evenly, if given).
-    Without a GPU node yet, ``cuda`` (and ``auto`` on a cluster that declares GPU
-    node types) asks for ``workers`` (else one) one-GPU actors: the pending actors
-    make an autoscaler add GPU nodes. CPUs: actors of up to 4 threads each, or
-    ``workers`` actors as large as the nodes can hold.
+    Each GPU actor takes its share of its node's CPUs and reads tiles on as many
+    threads, so that decoding keeps the GPU fed. Without a GPU node yet, ``cuda``
+    (and ``auto`` on a cluster that declares GPU node types) asks for ``workers``
+    (else one) one-GPU actors: the pending actors make an autoscaler add GPU nodes.
+    CPUs: actors of up to 4 threads each, or ``workers`` actors as large as the nodes
+    can hold.
     """
     gpu_nodes = [n for n in nodes if n.get("GPU", 0) >= 1]
     if device == "cuda" and not gpu_nodes and can_add_gpus is False:
@@ -189,8 +198,9 @@ def plan_actors(device: str, workers: int | None, nodes: list[dict[str, float]],
         gpus = sum(int(n["GPU"]) for n in gpu_nodes)
         count = workers or gpus
         per_gpu = math.ceil(count / gpus)
-        cpus = min(1.0, *(n.get("CPU", 0) / (int(n["GPU"]) * per_gpu) for n in gpu_nodes))
-        return ActorPlan(count, {"num_gpus": 1 / per_gpu, "num_cpus": _down(cpus)}, "cuda", 2)
+        cpus = _down(min(n.get("CPU", 0) / (int(n["GPU"]) * per_gpu) for n in gpu_nodes))
+        return ActorPlan(count, {"num_gpus": 1 / per_gpu, "num_cpus": cpus}, "cuda", 2,
+                         readers=max(1, int(cpus)))
     if device == "cuda" or (device == "auto" and can_add_gpus):
         return ActorPlan(workers or 1, {"num_gpus": 1, "num_cpus": 1}, "cuda", 2,
                          waits_for="the cluster has no GPU node yet")
@@ -231,8 +241,8 @@ def start_detectors(model: ray.ObjectRef | bytes, settings: Settings, options: O
     # No actor restarts: a dead actor's chunks go to the survivors (see run_tiles), so
     # a lost node never leaves work waiting for resources that may not come back.
     remote = ray.remote(TileDetector).options(max_restarts=0, **plan.resources)
-    actors = [remote.remote(model, settings, options, plan.device, plan.threads)
-              for _ in range(plan.count)]
+    actors = [remote.remote(model, settings, options, plan.device, plan.threads,
+                            plan.readers) for _ in range(plan.count)]
     started = [a.provider_name.remote() for a in actors]
     asked = f"{plan.count} detector(s) with {_resources(plan.resources)} each"
     ready, _ = ray.wait(started, num_returns=len(started),
@@ -254,10 +264,15 @@ def start_detectors(model: ray.ObjectRef | bytes, settings: Settings, options: O
         providers = ray.get(started)
     except ray.exceptions.RayActorError as e:
         raise GeodetError(f"the detector workers could not start: {e}") from None
+    warn_without_gpu(plan, providers)
+    return actors, providers
+
+
+def warn_without_gpu(plan: ActorPlan, providers: list[str]) -> None:
+    """ONNX Runtime falls back to the CPU silently: say so when a GPU was planned."""
     if plan.device == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
         log.warning("GPU requested but ONNX Runtime runs on %s: check that "
                     "onnxruntime-gpu and its CUDA libraries are installed", providers)
-    return actors, providers
 
 
 def _resources(resources: dict) -> str:
@@ -265,29 +280,135 @@ def _resources(resources: dict) -> str:
     return "{" + ", ".join(f"{names.get(k, k)}: {v:g}" for k, v in resources.items()) + "}"
 
 
+def choose_engine(options: Options) -> str:
+    """Where the detectors run: ``options.engine``, or for ``auto``, threads of this
+    process on a machine alone (no cluster named, no connected driver, no GPU for
+    ONNX Runtime to use), else Ray. On one machine, threads skip Ray's start-up and
+    services (benchmarks/compare.py); Ray spreads work over nodes and GPUs."""
+    if options.engine != "auto":
+        return options.engine
+    if options.address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return "ray"
+    if options.device == "cuda" or (options.device == "auto" and _ort_has_cuda()):
+        return "ray"
+    return "threads"
+
+
+def _ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def local_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 def execute(model: bytes, settings: Settings, options: Options, todo: Iterable[TileSpec],
             on_chunk: Callable[[ChunkResult], None] = lambda result: None) -> Execution:
-    """Run the tiles ``todo`` on detector actors, calling ``on_chunk`` as each chunk
-    completes. Only detections and counts are kept: memory follows the objects found
-    and the tiles in flight, not the number of tiles. ``model``: the ONNX file's
-    bytes, put once into Ray's object store for all actors."""
+    """Run the tiles ``todo`` on detectors (`choose_engine`: Ray actors or threads of
+    this process), calling ``on_chunk`` as each chunk completes. Only detections and
+    counts are kept: memory follows the objects found and the tiles in flight, not
+    the number of tiles. ``model``: the ONNX file's bytes (on Ray, put once into the
+    object store for all actors)."""
+    chunk = TILES_PER_CHUNK_BATCHES * settings.batch_size
+    engine = choose_engine(options)
+    with contextlib.ExitStack() as stack:
+        if engine == "threads":
+            if options.address:
+                raise InputError("--engine threads runs without Ray: leave out --address, "
+                                 "or use --engine ray to join the cluster")
+            plan = plan_threads(options.device, options.workers, local_cpus())
+            detectors = [TileDetector(model, settings, options, plan.device, plan.threads,
+                                      plan.readers) for _ in range(plan.count)]
+            providers = [d.provider for d in detectors]
+            warn_without_gpu(plan, providers)
+            results = run_threads(detectors, todo, chunk)
+        else:
+            stack.enter_context(ray_cluster(options.address))
+            plan = plan_actors(options.device, options.workers, cluster_nodes(),
+                               can_add_gpu_nodes())
+            actors, providers = start_detectors(ray.put(model), settings, options, plan)
+            results = run_tiles(actors, todo, chunk)
+        return _gather(results, on_chunk, engine, plan.count, providers)
+
+
+def _gather(results: Iterator[ChunkResult], on_chunk: Callable[[ChunkResult], None],
+            engine: str, workers: int, providers: list[str]) -> Execution:
+    """Consume the chunk results: hand each on, keep detections, counts and times."""
     parts, counts = [], Counter()
     seconds, used = {"read": 0.0, "infer": 0.0}, set()
-    with ray_cluster(options.address):
-        plan = plan_actors(options.device, options.workers, cluster_nodes(),
-                           can_add_gpu_nodes())
-        actors, providers = start_detectors(ray.put(model), settings, options, plan)
-        for result in run_tiles(actors, todo, TILES_PER_CHUNK_BATCHES * settings.batch_size):
-            on_chunk(result)
-            parts.append(result.detections)
-            counts.update(o.status for o in result.tiles)
-            for k, v in result.seconds.items():
-                seconds[k] += v
-            used.add(result.provider)
+    for result in results:
+        on_chunk(result)
+        parts.append(result.detections)
+        counts.update(o.status for o in result.tiles)
+        for k, v in result.seconds.items():
+            seconds[k] += v
+        used.add(result.provider)
     used.discard("")
     return Execution(counts=dict(counts), detections=Detections.concat(parts),
                      seconds=seconds, providers=tuple(sorted(used or set(providers))),
-                     workers=plan.count)
+                     workers=workers, engine=engine)
+
+
+def plan_threads(device: str, workers: int | None, cpus: int) -> ActorPlan:
+    """Detectors as threads of this process: on CPUs, as `plan_actors` sizes them for
+    one node of ``cpus``; on a GPU (``cuda``), ``workers`` (else one) sessions on
+    ONNX Runtime's first device, reading on the CPUs."""
+    if device == "cuda":
+        count = workers or 1
+        return ActorPlan(count, {}, "cuda", 2, readers=max(1, cpus // count))
+    return plan_actors("cpu", workers, [{"CPU": float(cpus)}])
+
+
+def run_threads(detectors: list[TileDetector], specs: Iterable[TileSpec],
+                chunk: int) -> Iterator[ChunkResult]:
+    """Stream the results of all ``specs`` over detectors that run as threads of this
+    process, as chunks complete.
+
+    Each detector draws chunks of ``chunk`` specs from the shared iterable, so a plan
+    of any size is never held, and reads ahead across chunks (`TileDetector.stream`).
+    An unexpected error in a detector is raised here; when the consumer stops (an
+    error, a signal), the detectors stop after the batch they are inferring.
+    """
+    fresh, lock, stop = iter(specs), threading.Lock(), threading.Event()
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    finished = object()
+
+    def chunks() -> Iterator[list[TileSpec]]:
+        while not stop.is_set():
+            with lock:
+                part = list(islice(fresh, chunk))
+            if not part:
+                return
+            yield part
+
+    def work(detector: TileDetector) -> None:
+        try:
+            for result in detector.stream(chunks()):
+                results.put(result)
+        except BaseException as e:  # handed to the consumer, raised there
+            results.put(e)
+        finally:
+            results.put(finished)
+
+    threads = [threading.Thread(target=work, args=(d,), name=f"geodet-detector-{i}",
+                                daemon=True) for i, d in enumerate(detectors)]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            item = results.get()
+            if item is finished:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
 
 
 def run_tiles(actors: list, specs: Iterable[TileSpec], chunk: int) -> Iterator[ChunkResult]:

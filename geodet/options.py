@@ -100,6 +100,11 @@ class Options(BaseModel):
         "since (size, modification time or ETag), keep the rest")
     resume: bool = option(False, "continue an interrupted run of the same command from "
                           "its progress file (OUT.gpkg.progress)")
+    engine: Literal["auto", "threads", "ray"] = option(
+        "auto", "where the detectors run: threads (of this process, without Ray: one "
+        "machine, no start-up cost) or ray (actors of a Ray cluster: a private local one "
+        "unless --address or RAY_ADDRESS names one); auto: threads on a machine without "
+        "a GPU when no cluster is named, else ray")
     address: str | None = option(None, "Ray cluster to join: auto, or HOST:PORT",
                                  shown="RAY_ADDRESS if set, else a private local cluster")
     wait_timeout: float = option(

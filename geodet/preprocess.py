@@ -1,26 +1,76 @@
-"""Preprocessing: tiles in 0..1 (`geodet.read`) -> the tensor the model takes."""
+"""Preprocessing: tiles of scene values (`geodet.read`) -> the tensor the model takes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+#: A scene's value range: one (min, max) per band, mapped to 0..1; None: as it is.
+ValueRange = tuple[tuple[float, float], ...] | None
 
-def to_model_input(batch: np.ndarray, input_dtype: str, channels_last: bool = False,
-                   mean: tuple[float, ...] | None = None,
-                   std: tuple[float, ...] | None = None) -> np.ndarray:
-    """Turn a ``(B, C, H, W)`` float32 batch in 0..1 into what the model takes.
 
-    Values were scaled scene-wide by the reader (float scenes are as they are); here
-    ``(x - mean) / std`` per channel when the model declares them (Deepness
-    metadata). Models that take uint8 get 0..255 (clipped). NHWC models get NHWC.
-    """
-    if input_dtype == "uint8":
-        x = np.clip(np.rint(batch * 255), 0, 255).astype(np.uint8)
+def unit_range(data: np.ndarray, value_range: ValueRange,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Scene values -> float32, mapped to 0..1 by the scene's value range (clipped);
+    float scenes without a range as they are. Written into ``out`` if given.
+
+    Where the range starts at 0 (8-bit data as 0..255) the conversion to float32 and
+    the product are one ufunc call, with the same float32 results as converting
+    first; the factor is a float32 product, the same float32 as ``x / 255``."""
+    if value_range is None:
+        if out is None:
+            return data.astype(np.float32)
+        out[...] = data
+        return out
+    lo, hi = (np.array(v, np.float64).reshape(-1, 1, 1)
+              for v in zip(*value_range, strict=True))
+    scale = (1.0 / (hi - lo)).astype(np.float32)
+    if lo.any():
+        x = np.subtract(data, lo.astype(np.float32), out=out, dtype=np.float32)
+        x *= scale
     else:
-        x = batch.astype(np.float32)  # a copy: the batch is not changed in place
-        if mean is not None:
-            x -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-        if std is not None:
-            x /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-        x = x.astype(input_dtype, copy=False)
+        x = np.multiply(data, scale, out=out, dtype=np.float32)
+    return np.clip(x, 0, 1, out=x)
+
+
+def to_model_input(tiles: Sequence[np.ndarray], ranges: Sequence[ValueRange],
+                   input_dtype: str, channels_last: bool = False,
+                   mean: tuple[float, ...] | None = None,
+                   std: tuple[float, ...] | None = None, batch: int | None = None,
+                   buffer: np.ndarray | None = None) -> np.ndarray:
+    """Turn ``(C, H, W)`` tiles of scene values, each with its scene's value range,
+    into the ``(B, C, H, W)`` batch the model takes.
+
+    Values go to 0..1 scene-wide by the range (`unit_range`), then ``(x - mean) /
+    std`` per channel when the model declares them (Deepness metadata). Models that
+    take uint8 get 0..255 (8-bit scenes: their values as they are). NHWC models get
+    NHWC. ``batch``: a model's fixed batch, padded with zeros. ``buffer``: a float32
+    array of at least that shape, reused from call to call (a batch of fresh arrays
+    costs more in page faults than the arithmetic does).
+    """
+    n, shape = len(tiles), tiles[0].shape
+    rows = max(n, batch or 0)
+    if input_dtype == "uint8" and all(t.dtype == np.uint8 and _is_8bit(r)
+                                      for t, r in zip(tiles, ranges, strict=True)):
+        x = np.zeros((rows, *shape), np.uint8)
+        x[:n] = tiles
+    else:
+        fits = buffer is not None and len(buffer) >= rows and buffer.shape[1:] == shape
+        x = buffer[:rows] if fits else np.empty((rows, *shape), np.float32)
+        for i, (tile, value_range) in enumerate(zip(tiles, ranges, strict=True)):
+            unit_range(tile, value_range, out=x[i])
+        x[n:] = 0
+        if input_dtype == "uint8":
+            x = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+        else:
+            if mean is not None:
+                x[:n] -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+            if std is not None:
+                x[:n] /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+            x = x.astype(input_dtype, copy=False)
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if channels_last else x
+
+
+def _is_8bit(value_range: ValueRange) -> bool:
+    return value_range is not None and all(r == (0, 255) for r in value_range)

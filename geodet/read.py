@@ -1,9 +1,9 @@
 """Reading tiles: which tiles hold data, and windowed reads resampled for the model.
 
 Pixels are only ever read through windows; a whole scene is never loaded. Each
-detector process keeps one open dataset per scene and reuses it. A tile comes back
-with its values scaled to 0..1 by the scene's value range, its invalid pixels filled
-with the scene's fill, and which pixels are valid.
+reader keeps one open dataset per scene and reuses it. A tile comes back with the
+scene's own values (scaled for the model by `geodet.preprocess`), its invalid pixels
+filled with the scene's fill, and which pixels are valid.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def tiles_with_data(scene: SceneInfo, grid: Grid) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile as the model will see it, before the model's own standardisation."""
+    """One tile at the model's input size, before scaling (`geodet.preprocess`)."""
 
-    pixels: np.ndarray  # (bands, h, w) float32, 0..1 (float scenes: as they are)
+    pixels: np.ndarray  # (bands, h, w) the scene's values and type, invalid ones filled
     valid: np.ndarray | None  # (h, w) bool, False on nodata and padding; None: all valid
     scale: tuple[float, float]  # output pixels per source pixel (sx, sy)
 
@@ -106,20 +106,9 @@ class Tile:
         return np.where(area > 0, count / np.maximum(area, 1), 0.0)
 
 
-def to_unit_range(data: np.ndarray, scene: SceneInfo) -> np.ndarray:
-    """Scene values -> float32, mapped to 0..1 by the scene's value range (clipped)."""
-    x = data.astype(np.float32)
-    if scene.value_range is not None:
-        lo, hi = (np.array(v, np.float64).reshape(-1, 1, 1) for v in zip(*scene.value_range,
-                                                                          strict=True))
-        x -= lo.astype(np.float32)
-        x *= (1.0 / (hi - lo)).astype(np.float32)  # as a product: the same float32 as x/255
-        np.clip(x, 0, 1, out=x)
-    return x
-
-
 class TileReader:
-    """Reads tiles with windowed reads, one open dataset per scene per process."""
+    """Reads tiles with windowed reads, one open dataset per scene (a reader belongs
+    to one thread: GDAL datasets are not shared between threads)."""
 
     def __init__(self, scenes: list[SceneInfo]) -> None:
         self._scenes = scenes
@@ -131,7 +120,7 @@ class TileReader:
         return self._open[scene]
 
     def read(self, spec: TileSpec, out_size: tuple[int, int], tile: tuple[int, int]) -> Tile:
-        """Read one tile: ``(bands, out_h, out_w)`` values in 0..1.
+        """Read one tile: ``(bands, out_h, out_w)`` scene values.
 
         The nominal ``tile`` (w, h) in source pixels is resampled to ``out_size``
         (w, h); a window smaller than the tile (a raster smaller than one tile) is
@@ -161,7 +150,7 @@ class TileReader:
             valid = np.pad(np.ones((h, w), bool) if valid is None else valid, pad)
         if valid is not None:
             data[:, ~valid] = np.array(info.fill or 0, data.dtype).reshape(-1, 1)
-        return Tile(to_unit_range(data, info), valid, (w / spec.width, h / spec.height))
+        return Tile(data, valid, (w / spec.width, h / spec.height))
 
     def try_read(self, spec: TileSpec, out_size: tuple[int, int],
                  tile: tuple[int, int]) -> tuple[Tile | None, str]:

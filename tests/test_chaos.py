@@ -1,7 +1,8 @@
 """Chaos (issue 15): SIGTERM, SIGINT and SIGKILL at random moments of real runs
 (Ray's start-up, mid-run, while writing), each run resuming the previous one; after
 every signal the invariants hold, and the last resume gives the detections of an
-uninterrupted run. Bounded: three interrupted runs and one to finish."""
+uninterrupted run. Bounded: three interrupted runs, on either engine, and one to
+finish."""
 
 from __future__ import annotations
 
@@ -55,13 +56,15 @@ def test_signals_at_random_moments_lose_nothing(tmp_path, squares_model):
         before = digest(out)
         env, tag = marked_env()
         started = time.time()
-        run = subprocess.Popen(cli(*args), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+        engine = rng.choice(["threads", "ray"])  # a run resumes either engine's record
+        run = subprocess.Popen(cli(*args, "--engine", engine), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         delay = rng.uniform(1.0, 9.0)
         time.sleep(delay)
         run.send_signal(sig)
         _, err = run.communicate(timeout=120)
-        what = f"{sig.name} after {delay:.1f} s (seed {seed}): exit {run.returncode}"
+        what = (f"{sig.name} after {delay:.1f} s on {engine} (seed {seed}): exit "
+                f"{run.returncode}")
         assert run.returncode in EXPECTED[sig], f"{what}\n{err[-2000:]}"
         assert left_after(tag) == [], what
         assert ray_sessions_of(run.pid, started) == [], what

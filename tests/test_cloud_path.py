@@ -199,7 +199,7 @@ GPU_NODE = {"CPU": 4.0, "GPU": 1.0}
     ("cpu", 2, [{"CPU": 3.0}, CPU1], None, (2, {"num_cpus": 1.5}, "cpu", 1, False)),
     ("cpu", 3, [CPU1, CPU1], None, (3, {"num_cpus": 0.5}, "cpu", 1, False)),
     ("auto", 3, [GPU_NODE, GPU_NODE], None,
-     (3, {"num_gpus": 0.5, "num_cpus": 1.0}, "cuda", 2, False)),
+     (3, {"num_gpus": 0.5, "num_cpus": 2.0}, "cuda", 2, False)),
     ("cuda", None, [CPU1], None, (1, {"num_gpus": 1, "num_cpus": 1}, "cuda", 2, True)),
     ("auto", 2, [CPU1], True, (2, {"num_gpus": 1, "num_cpus": 1}, "cuda", 2, True)),
     ("auto", 2, [{"CPU": 2.0}], None, (2, {"num_cpus": 1.0}, "cpu", 1, False)),
@@ -209,6 +209,9 @@ def test_actors_are_sized_from_single_nodes(device, workers, nodes, can_add, wan
     plan = plan_actors(device, workers, nodes, can_add)
     assert (plan.count, plan.resources, plan.device, plan.threads, bool(plan.waits_for)) \
         == want
+    # a GPU detector reads tiles on the CPUs it has; a CPU one infers on them
+    assert plan.readers == (max(1, int(plan.resources["num_cpus"]))
+                            if plan.device == "cuda" else 1)
 
 
 def test_cuda_on_a_cluster_that_cannot_add_gpus_fails_at_once():

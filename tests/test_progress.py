@@ -31,7 +31,7 @@ def test_json_log_every_stderr_line_is_an_event(tmp_path, scene, squares_model):
     done = subprocess.run(
         [sys.executable, "-m", "geodet", "detect", str(scene), "--model", str(squares_model),
          "--out", str(out), "--overlap", "0", "--batch-size", "1", "--progress-every", "0.2",
-         "--log-format", "json"],
+         "--log-format", "json", "--engine", "ray"],
         capture_output=True, text=True, timeout=300,
         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
     assert done.returncode == 0, done.stderr[-2000:]

@@ -3,6 +3,7 @@
 import numpy as np
 import rasterio
 
+from geodet.preprocess import to_model_input, unit_range
 from geodet.read import TileReader, tiles_with_data
 from geodet.scene import open_scene
 from geodet.tiling import plan_grid, plan_tiles
@@ -16,8 +17,9 @@ def test_reader_pads_small_rasters_and_fills_nodata(tmp_path):
     s = open_scene(path, scale=(0, 1000))
     [spec] = plan_tiles(s.width, s.height, (32, 32), 0.2)
     tile = TileReader([s]).read(spec, (32, 32), (32, 32))
-    arr = tile.pixels
-    assert arr.shape == (3, 32, 32) and arr.dtype == np.float32 and tile.scale == (1.0, 1.0)
+    assert tile.pixels.dtype == np.uint16 and tile.scale == (1.0, 1.0)
+    arr = unit_range(tile.pixels, s.value_range)
+    assert arr.shape == (3, 32, 32) and arr.dtype == np.float32
     expected = data / np.float32(1000)
     np.testing.assert_allclose(arr[:, 1:10, :20], expected[:, 1:, :], rtol=1e-6)
     # nodata and padding: the scene's mean valid value, marked invalid
@@ -36,7 +38,7 @@ def test_reader_resamples_to_the_model_input(tmp_path):
     spec = plan_tiles(64, 64, (32, 32), 0.0)[3]
     tile = TileReader([s]).read(spec, (16, 16), (32, 32))
     assert tile.pixels.shape == (3, 16, 16) and tile.scale == (0.5, 0.5)
-    assert np.allclose(tile.pixels, 7 / 255, rtol=1e-6) and tile.valid is None
+    assert (tile.pixels == 7).all() and tile.valid is None
 
 
 def test_tiles_without_data_are_found_on_the_mask(tmp_path):
@@ -66,7 +68,7 @@ def test_band_order_for_bgr_models(tmp_path):
     s = open_scene(write_tif(tmp_path / "s.tif", data), bands=(3, 2, 1))
     [spec] = plan_tiles(8, 8, (8, 8), 0.0)
     pixels = TileReader([s]).read(spec, (8, 8), (8, 8)).pixels
-    assert (pixels[:, 0, 0] * 255).round().tolist() == [30, 20, 10]
+    assert pixels[:, 0, 0].tolist() == [30, 20, 10]
 
 
 def test_an_internal_mask_marks_pixels_invalid(tmp_path):
@@ -82,4 +84,30 @@ def test_an_internal_mask_marks_pixels_invalid(tmp_path):
     [spec] = plan_tiles(16, 16, (16, 16), 0.0)
     tile = TileReader([s]).read(spec, (16, 16), (16, 16))
     assert tile.valid[:, :8].all() and not tile.valid[:, 8:].any()
-    assert np.allclose(tile.pixels, 200 / 255, rtol=1e-6)  # the masked 10s are filled
+    assert (tile.pixels == 200).all()  # the masked 10s are filled
+
+
+def test_model_input_scales_each_tile_by_its_scene():
+    rng = np.random.default_rng(5)
+    eight = rng.integers(0, 256, (3, 4, 5), dtype=np.uint8)
+    twelve = rng.integers(0, 5000, (3, 4, 5), dtype=np.uint16)  # values above 4095 clip
+    ranges = [((0.0, 255.0),) * 3, ((0.0, 4095.0),) * 3]
+    want = np.stack([eight.astype(np.float32) * np.float32(1 / 255),
+                     np.clip(twelve.astype(np.float32) * np.float32(1 / 4095), 0, 1)])
+    x = to_model_input([eight, twelve], ranges, "float32")
+    assert x.dtype == np.float32 and (x == want).all()  # bit for bit: x * (1/255)
+    # a reused buffer, a fixed batch padded with zeros, the model's mean and std
+    buffer = np.full((4, 3, 4, 5), 9, np.float32)
+    y = to_model_input([eight, twelve], ranges, "float32", mean=(0.5,) * 3, std=(0.25,) * 3,
+                       batch=3, buffer=buffer)
+    assert y.base is buffer and y.shape == (3, 3, 4, 5) and (y[2] == 0).all()
+    assert np.allclose(y[:2], (want - 0.5) / 0.25)
+    # uint8 models take 8-bit scenes as they are, and others scaled to 0..255
+    u = to_model_input([eight, twelve], ranges, "uint8", channels_last=True)
+    assert u.shape == (2, 4, 5, 3) and (u[0] == eight.transpose(1, 2, 0)).all()
+    assert (u[1] == np.rint(want[1] * 255).transpose(1, 2, 0)).all()
+    # signed data with a range that starts below zero; float data as it is
+    signed = np.array([[[-100, 0, 100]]], np.int16)
+    assert unit_range(signed, ((-100.0, 100.0),)).tolist() == [[[0.0, 0.5, 1.0]]]
+    floats = np.array([[[-1.5, 2.5]]], np.float32)
+    assert (unit_range(floats, None) == floats).all()

@@ -44,7 +44,7 @@ def test_embedded_run_opens_no_endpoint_without_token(tmp_path, squares_model):
     scene = squares_everywhere(tmp_path, size=1200)
     env, tag = marked_env()
     run = start([scene, "--model", squares_model, "--out", tmp_path / "o.gpkg",
-                 "--batch-size", "1"], env)
+                 "--batch-size", "1", "--engine", "ray"], env)
     answered: dict[tuple[str, int], int | None] = {}
     while run.poll() is None:  # Ray's processes start at different moments: look often
         for _, ip, port in listening(marked_pids(tag)):
@@ -59,11 +59,12 @@ def test_embedded_run_opens_no_endpoint_without_token(tmp_path, squares_model):
     assert ray_sessions_of(run.pid, run.started) == []
 
 
-def test_sigterm_mid_run_while_a_second_run_is_refused(tmp_path, squares_model):
-    scene = squares_everywhere(tmp_path)
+@pytest.mark.parametrize("engine", ["threads", "ray"])
+def test_sigterm_mid_run_while_a_second_run_is_refused(tmp_path, squares_model, engine):
+    scene = squares_everywhere(tmp_path, size=4000 if engine == "threads" else 1600)
     out, progress = tmp_path / "o.gpkg", tmp_path / "o.gpkg.progress"
     args = [scene, "--model", squares_model, "--out", out, "--batch-size", "1",
-            "--overlap", "0.5"]
+            "--overlap", "0.5", "--engine", engine]
     env, tag = marked_env()
     first = start(args, env)
     wait_until(lambda: tiles_recorded(progress) >= 10, first)
@@ -90,7 +91,7 @@ def test_signal_during_ray_startup(tmp_path, squares_model, sig):
     scene = squares_everywhere(tmp_path, size=400)
     out = tmp_path / "o.gpkg"
     env, tag = marked_env()
-    run = start([scene, "--model", squares_model, "--out", out], env)
+    run = start([scene, "--model", squares_model, "--out", out, "--engine", "ray"], env)
     # Ray is starting once its GCS runs beside the driver.
     wait_until(lambda: len(marked_pids(tag)) >= 3, run)
     run.send_signal(sig)
