@@ -35,7 +35,8 @@ class TileDetector:
         """``model``: the ONNX file's bytes (a Ray actor receives them from the object
         store, so the file need not exist on its node)."""
         self.s, self.options = settings, options
-        self.session, self.provider = create_session(model, device, threads)
+        self.session, self.provider = create_session(model, device, threads, options.trt,
+                                                     settings)
         self.reader = TileReader(list(settings.scenes))
         self.decode = DECODERS[settings.layout]
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geodet-read")

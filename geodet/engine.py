@@ -28,6 +28,7 @@ from ray._common.utils import get_default_ray_temp_dir
 from geodet.detections import ChunkResult, Detections, TileStatus
 from geodet.detector import TileDetector
 from geodet.errors import GeodetError, InputError, Stopped, one_line
+from geodet.model import fallback_warning
 from geodet.options import Options
 from geodet.reaper import reaped
 from geodet.settings import Settings
@@ -254,9 +255,8 @@ def start_detectors(model: ray.ObjectRef | bytes, settings: Settings, options: O
         providers = ray.get(started)
     except ray.exceptions.RayActorError as e:
         raise GeodetError(f"the detector workers could not start: {e}") from None
-    if plan.device == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
-        log.warning("GPU requested but ONNX Runtime runs on %s: check that "
-                    "onnxruntime-gpu and its CUDA libraries are installed", providers)
+    if warning := fallback_warning(plan.device, options.trt, providers):
+        log.warning("%s", warning)
     return actors, providers
 
 
