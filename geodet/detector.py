@@ -43,7 +43,8 @@ class TileDetector:
         """``model``: the ONNX file's bytes (a Ray actor receives them from the object
         store, so the file need not exist on its node)."""
         self.s, self.options = settings, options
-        self.session, self.provider = create_session(model, device, threads)
+        self.session, self.provider = create_session(model, device, threads, options.trt,
+                                                     settings)
         self.decode = DECODERS[settings.layout]
         self.ahead = readers + 1
         m, (width, height) = settings.model, settings.input_size

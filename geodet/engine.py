@@ -32,6 +32,7 @@ from ray._common.utils import get_default_ray_temp_dir
 from geodet.detections import ChunkResult, Detections, TileStatus
 from geodet.detector import TileDetector
 from geodet.errors import GeodetError, InputError, Stopped, one_line
+from geodet.model import fallback_warning
 from geodet.options import Options
 from geodet.reaper import reaped
 from geodet.settings import Settings
@@ -264,15 +265,15 @@ def start_detectors(model: ray.ObjectRef | bytes, settings: Settings, options: O
         providers = ray.get(started)
     except ray.exceptions.RayActorError as e:
         raise GeodetError(f"the detector workers could not start: {e}") from None
-    warn_without_gpu(plan, providers)
+    warn_on_fallback(plan, options, providers)
     return actors, providers
 
 
-def warn_without_gpu(plan: ActorPlan, providers: list[str]) -> None:
-    """ONNX Runtime falls back to the CPU silently: say so when a GPU was planned."""
-    if plan.device == "cuda" and any(p != "CUDAExecutionProvider" for p in providers):
-        log.warning("GPU requested but ONNX Runtime runs on %s: check that "
-                    "onnxruntime-gpu and its CUDA libraries are installed", providers)
+def warn_on_fallback(plan: ActorPlan, options: Options, providers: list[str]) -> None:
+    """ONNX Runtime falls back silently: say so when the detectors do not run the GPU or
+    TensorRT that was asked for."""
+    if warning := fallback_warning(plan.device, options.trt, providers):
+        log.warning("%s", warning)
 
 
 def _resources(resources: dict) -> str:
@@ -316,14 +317,11 @@ def execute(model: bytes, settings: Settings, options: Options, todo: Iterable[T
     engine = choose_engine(options)
     with contextlib.ExitStack() as stack:
         if engine == "threads":
-            if options.address:
-                raise InputError("--engine threads runs without Ray: leave out --address, "
-                                 "or use --engine ray to join the cluster")
             plan = plan_threads(options.device, options.workers, local_cpus())
             detectors = [TileDetector(model, settings, options, plan.device, plan.threads,
                                       plan.readers) for _ in range(plan.count)]
             providers = [d.provider for d in detectors]
-            warn_without_gpu(plan, providers)
+            warn_on_fallback(plan, options, providers)
             results = run_threads(detectors, todo, chunk)
         else:
             stack.enter_context(ray_cluster(options.address))

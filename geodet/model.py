@@ -8,13 +8,19 @@ needs a copy of the file.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from geodet import storage
 from geodet.errors import InputError
+
+if TYPE_CHECKING:
+    from geodet.settings import Settings
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
                "tensor(uint8)": "uint8"}
@@ -165,23 +171,162 @@ def inspect_model(source: str | os.PathLike, data: bytes | None = None) -> Model
     )
 
 
-def create_session(model: bytes, device: str, threads: int):
-    """An ONNX Runtime session of the model's bytes and the execution provider that
-    actually runs it.
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 
-    ``device`` is ``cuda`` or ``cpu``. ONNX Runtime silently falls back to the CPU
-    when CUDA is missing, so the provider in effect is read back, not assumed.
-    """
+#: The CUDA provider's options (documented in ONNX Runtime's CUDA provider page and
+#: read in its ``cuda_execution_provider_info.cc``). ``device_id`` 0 is the detector's
+#: own GPU: Ray sets CUDA_VISIBLE_DEVICES of an actor that holds a GPU (or a share of
+#: one) to that GPU alone (``set_visible_accelerator_ids`` in ``ray._private.utils``),
+#: unless RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES is set, which geodet does not
+#: support. cuDNN convolutions are searched exhaustively once per input shape (ORT's
+#: default, said here): geodet's shapes are fixed for a whole run, so the search costs
+#: seconds once and the fastest kernels then run for every tile. Copies stay on the
+#: compute stream (ORT's default; separate streams may race, ORT issue 4829).
+#:
+#: IO binding is not used: each batch comes from host memory (the reader thread) and
+#: must reach the GPU anyway; binding the input only moves that copy out of
+#: ``session.run``, and binding the outputs to host memory copies them back as
+#: ``run`` does. It pays where data stays on the device between runs (chained models,
+#: CUDA graphs), which is not geodet's pattern.
+CUDA_OPTIONS = {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE",
+                "do_copy_in_default_stream": True}
+
+#: Where TensorRT engines are cached: GEODET_TRT_CACHE, else the user's cache folder.
+TRT_CACHE_ENV = "GEODET_TRT_CACHE"
+
+
+def trt_cache_dir(sha256: str) -> str:
+    """The TensorRT engine cache folder of a model, on this machine: one folder per
+    model (its SHA-256), because ONNX Runtime names the engines of a model given as
+    bytes after its graph's structure, not its weights, so two fine-tunes of one
+    architecture would otherwise share an engine."""
+    root = os.environ.get(TRT_CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "geodet", "trt")
+    return os.path.join(root, sha256[:16])
+
+
+def trt_options(settings: Settings) -> dict:
+    """The TensorRT provider's options for a run: fp16, an engine and a timing cache
+    (ORT's TensorRT provider page, "Execution Provider Options"), and for an input
+    with dynamic axes one optimisation profile covering every batch geodet feeds
+    (1 to the batch size, at the run's input size), so that a short last batch does
+    not make TensorRT build a second engine mid-run."""
+    m, cache = settings.model, trt_cache_dir(settings.model.sha256)
+    options = {"device_id": 0, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
+               "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
+               "trt_timing_cache_path": cache}
+    dynamic = m.batch is None or m.height is None or m.width is None
+    if dynamic and not set(m.input_name) & set(":,"):  # the profile syntax's separators
+        w, h = settings.input_size
+
+        def shape(n: int) -> str:
+            dims = (n, h, w, m.channels) if m.channels_last else (n, m.channels, h, w)
+            return f"{m.input_name}:{'x'.join(map(str, dims))}"
+
+        options |= {"trt_profile_min_shapes": shape(m.batch or 1),
+                    "trt_profile_opt_shapes": shape(settings.batch_size),
+                    "trt_profile_max_shapes": shape(settings.batch_size)}
+    return options
+
+
+def execution_providers(device: str, trt: bool, available: Collection[str],
+                        settings: Settings | None = None) -> list[tuple[str, dict]]:
+    """The providers a detector asks ONNX Runtime for, best first, with their options:
+    TensorRT (``trt``, with ``settings``), CUDA, CPU on ``cuda``, those of them the
+    installed ONNX Runtime has; the CPU alone on ``cpu`` (Ray no longer hides GPUs
+    from CPU workers, so the CPU is asked for explicitly)."""
+    providers: list[tuple[str, dict]] = []
+    if device == "cuda":
+        if trt and settings is not None and TENSORRT in available and CUDA in available:
+            providers.append((TENSORRT, trt_options(settings)))
+        if CUDA in available:
+            providers.append((CUDA, dict(CUDA_OPTIONS)))
+    return [*providers, (CPU, {})]
+
+
+def _session_options(threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(model, sess_options=options, providers=providers)
+    return options
+
+
+def create_session(model: bytes, device: str, threads: int, trt: bool = False,
+                   settings: Settings | None = None):
+    """An ONNX Runtime session of the model's bytes and the execution provider that
+    actually runs it.
+
+    ``device`` is ``cuda`` or ``cpu``; ``trt`` asks for TensorRT first on ``cuda``
+    (``settings``: the run's, for its options). ONNX Runtime silently falls back to
+    the CPU when CUDA is missing, so the provider in effect is read back, not assumed.
+    A TensorRT session that cannot start (its libraries missing, or an engine that
+    cannot be built) is replaced by one without TensorRT, quietly: the driver says so
+    once for all detectors (`fallback_warning`).
+    """
+    import onnxruntime as ort
+
+    providers = execution_providers(device, trt, ort.get_available_providers(), settings)
+    if providers[0][0] == TENSORRT:
+        with contextlib.suppress(OSError):  # else ORT says why it cannot write there
+            os.makedirs(providers[0][1]["trt_engine_cache_path"], exist_ok=True)
+        # ORT's own fallback would drop the CUDA options and print a banner in every
+        # detector, and it logs the missing libraries as errors: one geodet warning
+        # on the driver says it all.
+        ort.set_default_logger_severity(4)
+        try:
+            session = ort.InferenceSession(model, sess_options=_session_options(threads),
+                                           providers=providers, enable_fallback=0)
+            return session, session.get_providers()[0]
+        except Exception:  # ORT raises several unrelated types
+            providers = providers[1:]
+        finally:
+            ort.set_default_logger_severity(2)  # ORT's default: warnings
+    session = ort.InferenceSession(model, sess_options=_session_options(threads),
+                                   providers=providers)
     return session, session.get_providers()[0]
+
+
+def describe_providers(providers: Collection[str], trt: bool,
+                       settings: Settings | None) -> str:
+    """The options geodet set for the providers that ran, for ``geodet_runs``:
+    ``"TensorrtExecutionProvider: trt_fp16_enable=True ...; CUDAExecutionProvider:
+    device_id=0 ..."`` (with TensorRT, CUDA runs what TensorRT cannot). The engine
+    cache folder is the one this machine resolves (see `trt_cache_dir`)."""
+    asked = dict(execution_providers("cuda", trt, (TENSORRT, CUDA, CPU), settings))
+    names = [TENSORRT, CUDA] if TENSORRT in providers else []
+    names += [p for p in providers if p not in names]
+    return "; ".join(f"{p}: " + (" ".join(f"{k}={v}" for k, v in asked[p].items())
+                                 if asked.get(p) else "ONNX Runtime's defaults")
+                     for p in names)
+
+
+def fallback_warning(device: str, trt: bool, providers: Collection[str]) -> str | None:
+    """What to tell the user, once, when the detectors do not run what was asked: a
+    GPU (``device``: ``cuda`` where the plan gave the detectors GPUs) or TensorRT
+    (``trt``); None when they do. ``providers``: what each detector runs."""
+    ran = sorted(set(providers))
+    tensorrt = ("TensorRT 10 for the CUDA of onnxruntime-gpu on the GPU nodes (pip install "
+                "'tensorrt-cu13-libs>=10.13,<11', or 'tensorrt-cu12-libs>=10,<11' with "
+                "geodet[gpu-cuda12], and its tensorrt_libs folder on the library path; "
+                "the image of cluster/Dockerfile has it)")
+    if device != "cuda":
+        return None if not trt else (
+            f"--trt asked for TensorRT, but there is no GPU to run on: the detectors run "
+            f"on {', '.join(ran)}; TensorRT needs NVIDIA GPU nodes with onnxruntime-gpu "
+            f"and {tensorrt}")
+    if set(ran) - {CUDA, TENSORRT}:
+        return (f"GPU requested but ONNX Runtime runs on {ran}: check that onnxruntime-gpu "
+                "and its CUDA libraries are installed"
+                + (f"; --trt also needs {tensorrt}" if trt else ""))
+    if trt and ran != [TENSORRT]:
+        return (f"--trt asked for TensorRT, but the detectors run on {', '.join(ran)} "
+                f"(fp32, no engine cache): TensorRT did not start there (its libraries are "
+                f"missing, or it could not build this model); install {tensorrt}")
+    return None
 
 
 def describe(info: ModelInfo, layout: tuple[str, str] | None, layout_error: str = "") -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from geodet.decode import DECODERS
@@ -75,6 +75,11 @@ class Options(BaseModel):
         "auto", "auto: GPUs where the Ray cluster has them or its autoscaler declares GPU "
         "nodes, else CPU; cuda: GPUs only, waiting for an autoscaler to add GPU nodes "
         "(see --wait-timeout), failing at once where none can come")
+    trt: bool = option(
+        False, "on GPUs, run the model with NVIDIA TensorRT first, in fp16 (CUDA runs what "
+        "TensorRT cannot): engines are built on the first run (minutes) and cached per "
+        "model in GEODET_TRT_CACHE, else ~/.cache/geodet/trt, on each node; where TensorRT "
+        "cannot start, the CUDA provider runs, with a warning")
     bands: tuple[Annotated[int, Field(ge=1)], ...] | None = option(
         None, "bands fed to the model, in order, for example 1,2,3 or 3,2,1 for a BGR "
         "model", shown="all but alpha", min_length=1)
@@ -141,6 +146,17 @@ class Options(BaseModel):
                 raise ValueError(f"each MIN must be a number below its MAX ({lo}, {hi})")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Options:
+        """Options that contradict each other."""
+        if self.trt and self.device == "cpu":
+            raise ValueError("--trt runs TensorRT on GPUs, but --device cpu asks for none: "
+                             "leave out --trt, or give --device auto or cuda")
+        if self.engine == "threads" and self.address:
+            raise ValueError("--engine threads runs without Ray, but --address names a Ray "
+                             "cluster: leave out one of them (--engine ray joins it)")
+        return self
+
     @classmethod
     def parse(cls, **values: Any) -> Options:
         """Options from keyword values; anything invalid is one `InputError` line."""
@@ -154,6 +170,8 @@ class Options(BaseModel):
                 raise InputError(f"unknown option {name}: the options are "
                                  f"{', '.join(n.replace('_', '-') for n in cls.model_fields)}"
                                  ) from None
+            if not where and first["type"] == "value_error":  # options that contradict
+                raise InputError(str(first["ctx"]["error"])) from None
             what = "unknown" if first["type"] == "literal_error" else "invalid"
             raise InputError(f"{what} {name}: {first['msg']} "
                              f"(got {first.get('input')!r})") from None

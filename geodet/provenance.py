@@ -9,6 +9,7 @@ from geodet import __version__
 from geodet.detections import TileStatus
 from geodet.engine import Execution
 from geodet.job import Job
+from geodet.model import describe_providers
 
 
 def parameters(job: Job) -> dict:
@@ -18,7 +19,7 @@ def parameters(job: Job) -> dict:
         "tiles": [list(t) for t in s.tiles], "input_size": list(s.input_size),
         "overlap": s.overlap, "conf": s.conf, "iou": s.iou, "gsd": s.gsd,
         "merge": o.merge, "ios": o.ios, "class_agnostic": o.class_agnostic,
-        "batch_size": o.batch_size, "device": o.device,
+        "batch_size": o.batch_size, "device": o.device, "trt": o.trt,
         "bands": [list(sc.bands) for sc in s.scenes], "min_valid": o.min_valid,
         "value_range": [[list(r) for r in sc.value_range] if sc.value_range else None
                         for sc in s.scenes],
@@ -29,7 +30,7 @@ def fingerprint(job: Job) -> dict:
     """What must be equal for a progress record to be resumed: the model, the scenes
     and every parameter that changes detections (not how fast they are computed)."""
     changes_results = {k: v for k, v in parameters(job).items()
-                       if k not in ("batch_size", "device")}
+                       if k not in ("batch_size", "device", "trt")}
     s = job.settings
     return {"model": s.model.sha256, "scenes": [sc.path for sc in s.scenes],
             "layout": s.layout, "mean": s.mean, "std": s.std, **changes_results}
@@ -65,6 +66,7 @@ def run_record(job: Job, execution: Execution, resumed: int, detections: int,
         "parameters": json.dumps(parameters(job)),
         "scenes": json.dumps([sc.path for sc in s.scenes]),
         "execution_providers": json.dumps(list(execution.providers)),
+        "provider_options": describe_providers(execution.providers, job.options.trt, s),
         "workers": execution.workers,
         "engine": execution.engine,
         "tiles_total": job.n_tiles,

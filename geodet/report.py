@@ -149,6 +149,8 @@ def summarise(path: str | os.PathLike) -> dict:
         "geodet_version": run.get("geodet_version"), "model": run.get("model"),
         "model_sha256": run.get("model_sha256"),
         "providers": json.loads(run.get("execution_providers") or "[]"),
+        "provider_options": (run.get("provider_options")  # None: an older geodet
+                             if isinstance(run.get("provider_options"), str) else None),
         "workers": run.get("workers"), "detections": run.get("detections"),
         "tiles": {k.removeprefix("tiles_"): int(v) for k, v in run.items()
                   if k.startswith("tiles_") and pd.notna(v)},

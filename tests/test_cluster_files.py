@@ -232,6 +232,17 @@ def test_image_pairs_a_python_geodet_supports_with_the_cuda_of_its_extra():
     assert Path(re.search(r"^WORKDIR (\S+)", dockerfile(), re.M).group(1)).name != "geodet"
 
 
+def test_image_has_the_tensorrt_its_onnxruntime_links():
+    """--trt: TensorRT 10 (the soname the provider of onnxruntime-gpu links) for the
+    image's CUDA, registered with the loader, and checked at build time."""
+    cuda = re.search(r"^ARG RAY_IMAGE=\S+-cu(\d\d)", dockerfile(), re.M).group(1)
+    assert re.search(rf'^ARG TRT_LIBS="tensorrt-cu{cuda}-libs>=10\.\d+,<11"$', dockerfile(),
+                     re.M)
+    run = re.search(r"^RUN (.+?)(?<!\\)$", dockerfile(), re.M | re.S).group(1)
+    assert "ldconfig" in run and "tensorrt_libs" in run
+    assert run.rstrip().endswith("check_cuda_provider.py ${TRT_LIBS:+--trt}")
+
+
 def test_cuda_check_fails_without_the_cuda_provider():
     """Here only the CPU build is installed: the image's build check must refuse it."""
     import onnxruntime

@@ -84,7 +84,8 @@ def test_threads_engine_refuses_a_cluster_address(capsys, tmp_path, squares_mode
     line = run_error(capsys, ["detect", scene, "--model", squares_model, "--out",
                               tmp_path / "o.gpkg", "--engine", "threads", "--address",
                               "127.0.0.1:6379"])
-    assert "--engine threads runs without Ray" in line
+    assert "--engine threads runs without Ray, but --address names a Ray cluster" in line
+    assert not list(tmp_path.glob("o.gpkg*"))
 
 
 def test_cuda_on_threads_without_a_gpu_warns_and_runs_on_the_cpu(tmp_path, squares_model,
