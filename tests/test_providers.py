@@ -116,7 +116,7 @@ def test_fallback_warning_per_case():
     assert fallback_warning("cuda", False, [CUDA, CUDA]) is None
     assert fallback_warning("cuda", True, [TENSORRT, TENSORRT]) is None
     no_gpu = fallback_warning("cpu", True, [CPU, CPU])
-    assert no_gpu.startswith("--trt asked for TensorRT, but the Ray cluster has no GPU: "
+    assert no_gpu.startswith("--trt asked for TensorRT, but there is no GPU to run on: "
                              "the detectors run on CPUExecutionProvider;")
     assert "tensorrt-cu13-libs" in no_gpu
     no_trt = fallback_warning("cuda", True, [CUDA, TENSORRT])
@@ -191,7 +191,7 @@ def test_trt_on_a_cpu_only_machine_warns_once_and_finds_the_same(tmp_path, scene
     assert main([*args, "--out", str(fast), "--trt"]) == 0
     warnings = said()
     assert len(warnings) == 1, warnings
-    assert warnings[0].startswith("--trt asked for TensorRT, but the Ray cluster has no GPU: "
+    assert warnings[0].startswith("--trt asked for TensorRT, but there is no GPU to run on: "
                                   "the detectors run on CPUExecutionProvider")
     assert "onnxruntime-gpu" in warnings[0] and "tensorrt-cu13-libs" in warnings[0]
 
