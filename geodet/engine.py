@@ -14,6 +14,7 @@ the calling process (`run_threads`), without Ray's start-up and services
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -317,7 +318,8 @@ def execute(model: bytes, settings: Settings, options: Options, todo: Iterable[T
     engine = choose_engine(options)
     with contextlib.ExitStack() as stack:
         if engine == "threads":
-            plan = plan_threads(options.device, options.workers, local_cpus())
+            plan = with_readers(plan_threads(options.device, options.workers, local_cpus()),
+                                options.readers)
             detectors = [TileDetector(model, settings, options, plan.device, plan.threads,
                                       plan.readers) for _ in range(plan.count)]
             providers = [d.provider for d in detectors]
@@ -325,11 +327,16 @@ def execute(model: bytes, settings: Settings, options: Options, todo: Iterable[T
             results = run_threads(detectors, todo, chunk)
         else:
             stack.enter_context(ray_cluster(options.address))
-            plan = plan_actors(options.device, options.workers, cluster_nodes(),
-                               can_add_gpu_nodes())
+            plan = with_readers(plan_actors(options.device, options.workers, cluster_nodes(),
+                                            can_add_gpu_nodes()), options.readers)
             actors, providers = start_detectors(ray.put(model), settings, options, plan)
             results = run_tiles(actors, todo, chunk)
         return _gather(results, on_chunk, engine, plan.count, providers)
+
+
+def with_readers(plan: ActorPlan, readers: int | None) -> ActorPlan:
+    """The plan with ``readers`` reader threads per detector, where given."""
+    return plan if readers is None else dataclasses.replace(plan, readers=readers)
 
 
 def _gather(results: Iterator[ChunkResult], on_chunk: Callable[[ChunkResult], None],

@@ -71,6 +71,9 @@ class Options(BaseModel):
                              "theirs)", ge=1, le=1024)
     workers: int | None = option(None, "number of detector processes",
                                  shown="one per GPU, or one per 4 CPU cores", ge=1, le=4096)
+    readers: int | None = option(
+        None, "threads per detector that read and decode tiles ahead of the model",
+        shown="the CPUs of a GPU detector, else 1", ge=1, le=256)
     device: Literal["auto", "cpu", "cuda"] = option(
         "auto", "auto: GPUs where the Ray cluster has them or its autoscaler declares GPU "
         "nodes, else CPU; cuda: GPUs only, waiting for an autoscaler to add GPU nodes "

@@ -1,0 +1,206 @@
+"""How fast geodet can feed a model that costs nothing, against bare rasterio reads.
+
+    python benchmarks/gpu_feed.py                       # 24000 x 24000 (576 MP), 640 px
+    python benchmarks/gpu_feed.py --size 8000 --readers 1 2 --repeat 1   # quick look
+
+What a GPU detector must do besides inference: read, decode and preprocess tiles,
+and turn the model's output into detections. A drone orthomosaic is generated and
+stored as drone mosaics often are (JPEG in YCbCr, 512 px blocks), and a model with
+the input and output of a YOLOv8n at ``--imgsz`` that computes nothing (zeros in
+its output layout, `tools.toy_models.zero_cost`) stands for an infinitely fast GPU.
+Rows, alternated over ``--repeat`` rounds, each in a fresh process:
+
+- ``bare xN``: N threads doing nothing but ``rasterio`` reads of the same windows
+  (tile side ``--imgsz``, overlap 0.2), each thread with its own dataset, timed
+  around the reads: what decoding alone allows.
+- ``geodet rN``: ``geodet detect`` with the zero-cost model and ``--readers N``
+  (threads engine, one detector), end to end; its steady state is its wall time
+  minus that of the same command on a one-tile crop of the mosaic (start-up,
+  model load, writing: what does not grow with the scene), as the issue defines it.
+- ``geodet ray rN``: the same on Ray actors (``--engine ray``).
+
+Tiles/s of geodet rows are steady-state; "x bare 1" divides by the one-thread
+reader's tiles/s of the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rasterio
+import rasterio.shutil
+from compare import grid, measure, wait_quiet  # benchmarks/, this script's folder
+from rasterio.windows import Window
+
+JPEG = {"driver": "GTiff", "tiled": True, "blockxsize": 512, "blockysize": 512,
+        "compress": "JPEG", "photometric": "YCBCR", "jpeg_quality": 90, "bigtiff": "YES"}
+
+
+def jpeg_mosaic(work: Path, size: int) -> Path:
+    """A ``size`` x ``size`` JPEG-compressed mosaic: a generated 4000 px aerial scene
+    repeated as a grid through a VRT, then written in 512 px JPEG blocks."""
+    from geodet.synthetic import vehicle_scene
+
+    path = work / f"mosaic-jpeg-{size}.tif"
+    if path.exists():
+        return path
+    base = work / "mosaic-base-4000.tif"
+    if not base.exists():
+        vehicle_scene(base, size=4000, seed=11)
+    offsets = [(c, r) for r in range(0, size, 4000) for c in range(0, size, 4000)]
+    with rasterio.open(base) as ds:
+        t = ds.transform
+        bands = "".join(
+            f"<VRTRasterBand dataType='Byte' band='{b}'>" + "".join(
+                f"<SimpleSource><SourceFilename relativeToVRT='0'>{base}</SourceFilename>"
+                f"<SourceBand>{b}</SourceBand><SrcRect xOff='0' yOff='0' xSize='4000' "
+                f"ySize='4000'/><DstRect xOff='{c}' yOff='{r}' xSize='4000' ySize='4000'/>"
+                "</SimpleSource>" for c, r in offsets) + "</VRTRasterBand>"
+            for b in (1, 2, 3))
+        vrt = (f"<VRTDataset rasterXSize='{size}' rasterYSize='{size}'><SRS>"
+               f"{ds.crs.to_wkt()}</SRS><GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, "
+               f"{t.e}</GeoTransform>{bands}</VRTDataset>")
+    partial = path.with_suffix(".partial.tif")
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        rasterio.shutil.copy(vrt, partial, **JPEG)
+    partial.replace(path)
+    return path
+
+
+def crop(scene: Path, side: int) -> Path:
+    """The first ``side`` x ``side`` pixels of ``scene``, stored the same way."""
+    path = scene.with_name(f"{scene.stem}-crop{side}.tif")
+    if not path.exists():
+        with rasterio.open(scene) as ds:
+            profile = {**ds.profile, **JPEG, "width": side, "height": side,
+                       "transform": ds.window_transform(Window(0, 0, side, side))}
+            with rasterio.open(path, "w", **profile) as out:
+                out.write(ds.read(window=Window(0, 0, side, side)))
+    return path
+
+
+def bare(scene: str, tile: int, threads: int) -> dict:
+    """Read every window of the grid on ``threads`` threads (own datasets), nothing else."""
+    with rasterio.open(scene) as ds:
+        width, height = ds.width, ds.height
+    windows = [Window(c, r, tile, tile) for r in grid(height, tile, 0.2)
+               for c in grid(width, tile, 0.2)]
+
+    def read(part: list[Window]) -> None:
+        with rasterio.open(scene) as ds:
+            for w in part:
+                ds.read(window=w)
+
+    workers = [threading.Thread(target=read, args=(windows[i::threads],))
+               for i in range(threads)]
+    t = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {"tiles": len(windows), "seconds": time.perf_counter() - t}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=24000, help="mosaic side in pixels")
+    parser.add_argument("--imgsz", type=int, default=640, help="model input = tile side")
+    parser.add_argument("--readers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--bare", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--ray", action="store_true", help="also run the Ray engine rows")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quiet", type=float, default=30, metavar="S")
+    parser.add_argument("--workdir", default="/tmp/geodet-bench")
+    parser.add_argument("--child-bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scene", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_bare:
+        print(json.dumps(bare(args.scene, args.imgsz, args.child_bare)))
+        return
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tools/
+    from tools.toy_models import yolov8n_shaped, zero_cost
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    scene = jpeg_mosaic(work, args.size)
+    one_tile = crop(scene, args.imgsz)
+    model = yolov8n_shaped(args.imgsz)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    sample = session.run(None, {session.get_inputs()[0].name:
+                                np.zeros((1, 3, args.imgsz, args.imgsz), np.float32)})
+    zero = work / f"zero-{args.imgsz}.onnx"
+    onnx.save(zero_cost(model, {o.name: a for o, a in zip(session.get_outputs(), sample,
+                                                          strict=True)}), zero)
+    out = work / "gpu-feed.gpkg"
+
+    def geodet(path: Path, readers: int, engine: str) -> list[str]:
+        return [sys.executable, "-m", "geodet", "detect", str(path), "--model", str(zero),
+                "--out", str(out), "--overwrite", "--no-progress", "--tile-size",
+                str(args.imgsz), "--overlap", "0.2", "--readers", str(readers),
+                "--engine", engine]
+
+    rows: dict[str, tuple[list[str], list[str] | None]] = {
+        f"bare x{n}": ([sys.executable, __file__, "--scene", str(scene), "--imgsz",
+                        str(args.imgsz), "--child-bare", str(n)], None) for n in args.bare}
+    for engine in ("threads", "ray") if args.ray else ("threads",):
+        for n in args.readers:
+            name = f"geodet {'ray ' if engine == 'ray' else ''}r{n}"
+            rows[name] = (geodet(scene, n, engine), geodet(one_tile, n, engine))
+    with rasterio.open(scene) as ds:
+        mp = ds.width * ds.height / 1e6
+    print(f"mosaic {args.size} x {args.size} ({mp:.0f} MP, JPEG YCbCr q90, 512 px blocks, "
+          f"{scene.stat().st_size / 2**20:.0f} MiB), zero-cost model at {args.imgsz} px, "
+          f"overlap 0.2; {args.repeat} alternated rounds", flush=True)
+    runs: dict[str, list[dict]] = {name: [] for name in rows}
+    for r in range(args.repeat):
+        order = list(rows)[r % len(rows):] + list(rows)[:r % len(rows)]
+        for name in order:
+            cmd, small = rows[name]
+            wait_quiet(args.quiet)
+            m = measure(cmd)
+            if small is None:
+                m.update(json.loads(m["stdout"]))
+            else:
+                fixed = measure(small)
+                m.update(tiles=int(m["stdout"].split()[3]), fixed=fixed["wall"],
+                         seconds=m["wall"] - fixed["wall"])
+            runs[name].append(m)
+            print(f"  round {r + 1} {name:<16} {m['seconds']:7.2f} s steady, "
+                  f"{m['wall']:6.2f} s wall, others {m['others']:.2f} cores",
+                  file=sys.stderr, flush=True)
+    report(runs)
+
+
+def report(runs: dict[str, list[dict]]) -> None:
+    """One row per contender: median steady-state tiles/s and its ratio to one bare
+    reader (each round's ratio, then the median), wall, fixed cost, peak memory."""
+    base = runs["bare x1"]
+    print("| contender | tiles | steady s | tiles/s | x bare 1 | wall s | fixed s | "
+          "peak MiB | CPU s |")
+    print("| --- |" + " ---: |" * 8)
+    for name, ms in runs.items():
+        rate = statistics.median(m["tiles"] / m["seconds"] for m in ms)
+        ratio = statistics.median(
+            (m["tiles"] / m["seconds"]) / (b["tiles"] / b["seconds"])
+            for m, b in zip(ms, base, strict=True))
+        fixed = statistics.median(m["fixed"] for m in ms) if "fixed" in ms[0] else 0.0
+        print(f"| {name} | {ms[0]['tiles']} | {statistics.median(m['seconds'] for m in ms):.2f}"
+              f" | {rate:.0f} | {ratio:.2f}x | {statistics.median(m['wall'] for m in ms):.2f} "
+              f"| {fixed:.2f} | {max(m['peak_mib'] for m in ms):.0f} | "
+              f"{statistics.median(m['cpu'] for m in ms):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
