@@ -155,3 +155,13 @@ def test_partial_run_exits_3(tmp_path, scene, squares_model, ray_local, capsys):
                  "--overlap", "0", "--no-progress"])
     assert code == 3 and out.exists()
     assert "1 tiles failed" in capsys.readouterr().err
+
+
+def test_readme_lists_every_option():
+    from pathlib import Path
+
+    from geodet.options import Options
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [n for n in Options.model_fields if f"`--{n.replace('_', '-')}" not in readme]
+    assert missing == []
