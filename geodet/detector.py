@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,9 +26,19 @@ from geodet.merge import nms
 from geodet.model import create_session
 from geodet.options import Options
 from geodet.preprocess import to_model_input
-from geodet.read import Tile, TileReader
+from geodet.read import READ_ATTEMPTS, READ_BACKOFF_S, REASON_CHARS, Tile, TileReader, is_remote
 from geodet.settings import Settings
 from geodet.tiling import TileSpec, owned
+
+
+class Read(NamedTuple):
+    """One attempt at reading a tile: the tile, or why it could not be read."""
+
+    spec: TileSpec
+    tile: Tile | None
+    error: str
+    seconds: float
+    tries: int  # attempts so far, this one included
 
 
 class TileDetector:
@@ -56,15 +67,16 @@ class TileDetector:
     def provider_name(self) -> str:
         return self.provider
 
-    def _read(self, spec: TileSpec) -> tuple[Tile | None, str, float]:
-        """Read one tile on a reader thread; a tile that cannot be read is reported,
-        not raised."""
+    def _read(self, spec: TileSpec, tries: int = 0, due: float = 0.0) -> Read:
+        """Read one tile on a reader thread (a retry not before ``due``, monotonic);
+        a tile that cannot be read is reported, not raised."""
+        time.sleep(max(0.0, due - time.monotonic()))
         t = time.perf_counter()
         if not hasattr(self._local, "reader"):
             self._local.reader = TileReader(list(self.s.scenes))
         tile, error = self._local.reader.try_read(spec, self.s.input_size,
                                                   self.s.tiles[spec.scene])
-        return tile, error, time.perf_counter() - t
+        return Read(spec, tile, error, time.perf_counter() - t, tries + 1)
 
     def _infer(self, specs: list[TileSpec], tiles: list[Tile]) -> list:
         m = self.s.model
@@ -88,61 +100,88 @@ class TileDetector:
             return dets.take(owned(dets.centres, spec.core))
         return dets
 
-    def _batch(self, batch: list[TileSpec], reads: list) -> tuple[list, list, float]:
-        """Infer one read batch: its tiles' detections and outcomes, and the seconds
-        spent inferring."""
-        ok = [i for i, (_, error, _) in enumerate(reads) if not error]
-        errors = [error for _, error, _ in reads]
+    def _batch(self, reads: list[Read]) -> tuple[list, list, float]:
+        """Infer one batch of reads: its tiles' detections and outcomes, and the
+        seconds spent inferring."""
+        ok = [r for r in reads if r.tile is not None]
+        errors = {r.spec: r.error for r in reads if r.tile is None}
         t = time.perf_counter()
         try:
-            decoded = self._infer([batch[i] for i in ok], [reads[i][0] for i in ok]) \
-                if ok else []
+            decoded = self._infer([r.spec for r in ok], [r.tile for r in ok]) if ok else []
         except Exception as e:  # ORT raises several unrelated types
-            msg = one_line("inference failed", e)
-            errors = [err or msg for err in errors]
+            errors.update((r.spec, one_line("inference failed", e)) for r in ok)
             ok, decoded = [], []
         infer_s = time.perf_counter() - t
-        by_tile = dict(zip(ok, decoded, strict=True))
         parts, outcomes = [], []
-        for i, spec in enumerate(batch):
-            if i in by_tile:
-                dets = self._keep(spec, reads[i][0], by_tile[i])
-                parts.append(dets)
-                outcomes.append(TileOutcome(spec.scene, spec.tile_id, TileStatus.DONE,
-                                            len(dets)))
-            else:
-                outcomes.append(TileOutcome(spec.scene, spec.tile_id, TileStatus.FAILED, 0,
-                                            errors[i]))
+        for r, found in zip(ok, decoded, strict=True):
+            dets = self._keep(r.spec, r.tile, found)
+            parts.append(dets)
+            outcomes.append(TileOutcome(r.spec.scene, r.spec.tile_id, TileStatus.DONE,
+                                        len(dets)))
+        outcomes += [TileOutcome(spec.scene, spec.tile_id, TileStatus.FAILED, 0, error)
+                     for spec, error in errors.items()]
         return parts, outcomes, infer_s
+
+    def _final(self, reads: list[Read], deferred: list[Read]) -> list[Read]:
+        """The reads that are final: a remote tile that failed (a network hiccup, may
+        be) goes to ``deferred`` until it has been tried `READ_ATTEMPTS` times; a
+        local read error is final at once (a corrupt block reads the same every time).
+        Final failures say how often they were tried."""
+        final = []
+        for r in reads:
+            remote = r.tile is None and is_remote(self.s.scenes[r.spec.scene].path)
+            if remote and r.tries < READ_ATTEMPTS:
+                deferred.append(r)
+                continue
+            if r.tile is None:
+                tries = f" {r.tries} times" if remote else ""
+                r = r._replace(error=f"read failed{tries}: {r.error}"[:REASON_CHARS])
+            final.append(r)
+        return final
 
     def stream(self, chunks: Iterable[list[TileSpec]]) -> Iterator[ChunkResult]:
         """One `ChunkResult` per chunk of ``chunks``, in order. Reads run ahead across
-        chunk boundaries, so the model never waits for the first batch of a chunk."""
+        chunk boundaries, so the model never waits for the first batch of a chunk. A
+        remote tile that fails is read again at the end of its chunk, after a back-off
+        (`READ_BACKOFF_S`, doubling), while the other tiles go on."""
         size = self.s.batch_size
-        batches = ((k, c[i:i + size], i + size >= len(c))
-                   for k, c in enumerate(chunks) for i in range(0, max(len(c), 1), size))
+        batches = ((c[i:i + size], i + size >= len(c))
+                   for c in chunks for i in range(0, max(len(c), 1), size))
         ahead: deque = deque()
 
         def submit() -> None:
             if (item := next(batches, None)) is not None:
-                ahead.append((*item, [self._pool.submit(self._read, s) for s in item[1]]))
+                ahead.append((*item, [self._pool.submit(self._read, s) for s in item[0]]))
 
         for _ in range(self.ahead):
             submit()
         parts, outcomes, seconds = [], [], {"read": 0.0, "infer": 0.0}
+        deferred: list[Read] = []
+
+        def infer(reads: list[Read]) -> None:
+            seconds["read"] += sum(r.seconds for r in reads)
+            found, done, infer_s = self._batch(self._final(reads, deferred))
+            parts.extend(found)
+            outcomes.extend(done)
+            seconds["infer"] += infer_s
+
         while ahead:
-            _, batch, last, futures = ahead.popleft()
+            _, last, futures = ahead.popleft()
             submit()
-            reads = [f.result() for f in futures]
-            seconds["read"] += sum(r[2] for r in reads)
-            found, done, seconds_infer = self._batch(batch, reads)
-            parts += found
-            outcomes += done
-            seconds["infer"] += seconds_infer
+            infer([f.result() for f in futures])
+            while last and deferred:
+                again = [self._pool.submit(
+                    self._read, r.spec, r.tries,
+                    time.monotonic() + READ_BACKOFF_S * 2 ** (r.tries - 1))
+                    for r in deferred]
+                deferred.clear()
+                for i in range(0, len(again), size):
+                    infer([f.result() for f in again[i:i + size]])
             if last:
                 yield ChunkResult(Detections.concat(parts), tuple(outcomes), self.provider,
-                                  seconds)
-                parts, outcomes, seconds = [], [], {"read": 0.0, "infer": 0.0}
+                                  dict(seconds))
+                parts, outcomes = [], []
+                seconds.update(read=0.0, infer=0.0)
 
     def run(self, specs: list[TileSpec]) -> ChunkResult:
         """Detect in one chunk of ``specs``."""

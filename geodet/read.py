@@ -9,7 +9,6 @@ filled with the scene's fill, and which pixels are valid.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,22 +154,14 @@ class TileReader:
     def try_read(self, spec: TileSpec, out_size: tuple[int, int],
                  tile: tuple[int, int]) -> tuple[Tile | None, str]:
         """`read`; returns ``(tile, "")``, or ``(None, reason)`` with GDAL's own words
-        (file, band, block, bytes) when the tile cannot be read.
-
-        A local file fails at once: a corrupt or truncated block reads the same every
-        time. A remote one (``/vsicurl/``, ``/vsis3/``, URLs...) may fail transiently:
-        it is tried `READ_ATTEMPTS` times with a fresh handle, backing off between."""
-        remote = is_remote(self._scenes[spec.scene].path)
-        for attempt in range(READ_ATTEMPTS if remote else 1):
-            if attempt:
-                time.sleep(READ_BACKOFF_S * 2 ** (attempt - 1))
-            try:
-                return self.read(spec, out_size, tile), ""
-            except Exception as e:  # a corrupt block must not sink the other tiles
-                error = e
-                self._forget(spec.scene)
-        tries = f" {READ_ATTEMPTS} times" if remote else ""
-        return None, f"read failed{tries}: {gdal_reason(error)}"[:REASON_CHARS]
+        (file, band, block, bytes) when the tile cannot be read. The scene's dataset
+        is then closed: a next attempt (`geodet.detector` tries remote scenes again)
+        opens it afresh."""
+        try:
+            return self.read(spec, out_size, tile), ""
+        except Exception as e:  # a corrupt block must not sink the other tiles
+            self._forget(spec.scene)
+            return None, gdal_reason(e)[:REASON_CHARS]
 
     def _forget(self, scene: int) -> None:
         """Close a scene's dataset; the next read opens it afresh."""

@@ -24,11 +24,17 @@ S3_IP = "127.0.0.8"
 
 @dataclass
 class HttpServer:
-    """A folder served over HTTP; ``sent`` counts the body bytes sent per path."""
+    """A folder served over HTTP; ``sent`` counts the body bytes sent per path.
+    ``fail_after``/``failures``: the next ``failures`` range requests that start at
+    or beyond byte ``fail_after`` of a file are answered 503 (a transient outage
+    after the header has been read); ``failed`` counts them."""
 
     root: Path
     url: str = ""
     sent: dict[str, int] = field(default_factory=dict)
+    fail_after: int = 0
+    failures: int = 0
+    failed: int = 0
 
     def bytes_sent(self, name: str) -> int:
         return self.sent.get("/" + name, 0)
@@ -63,6 +69,12 @@ class _RangeHandler(SimpleHTTPRequestHandler):
                 end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
             else:
                 start = max(0, size - int(m.group(2)))
+            state = self.server_state
+            if state.failures and start >= state.fail_after:
+                state.failures -= 1
+                state.failed += 1
+                self.send_error(503)
+                return
             if start >= size:
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")

@@ -70,6 +70,32 @@ def test_cog_over_http_is_read_about_once(tmp_path, http_server, squares_model):
     assert set(http_server.sent) == {"/scene.tif"}  # no probing for side-car files
 
 
+@pytest.mark.parametrize("outage", [2, 10_000])
+def test_a_remote_read_that_fails_is_tried_again_later(tmp_path, http_server, squares_model,
+                                                       monkeypatch, outage):
+    """Range requests answered 503 (GDAL's own retries off): a failed tile is read
+    again at the end of its chunk, after a back-off, up to three times in all; one
+    that still fails is recorded with the reason and how often it was tried."""
+    import pyogrio
+
+    scene = noisy_scene(tmp_path / "plain.tif", size=1024)
+    rasterio.shutil.copy(scene, http_server.root / "scene.tif", driver="COG",
+                         compress="deflate", blocksize=256)
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    http_server.fail_after, http_server.failures = 16384, outage  # after the header
+    out = tmp_path / "o.gpkg"
+    result = geodet.detect(f"{http_server.url}/scene.tif", squares_model, out,
+                           engine="threads", batch_size=2, progress=False)
+    tiles = pyogrio.read_dataframe(out, layer="tiles")
+    assert http_server.failed >= min(outage, 2)
+    if outage == 2:  # a short outage: every tile is read, nothing lost
+        assert bounds(result) == EXPECTED and (tiles["status"] == "done").all()
+    else:  # the server never comes back: every tile failed three times, and says so
+        assert (tiles["status"] == "failed").all()
+        assert tiles["error"].str.startswith("read failed 3 times: ").all()
+        assert tiles["error"].str.contains("scene.tif, band 1: ").all()  # GDAL says where
+
+
 def test_unreadable_http_scenes_fail_in_one_line(tmp_path, http_server, squares_model,
                                                  capsys, monkeypatch):
     out = tmp_path / "o.gpkg"
