@@ -5,8 +5,10 @@ it ends (SIGKILL included), and the folders it names are removed.
 process started inside inherits (Ray's GCS, raylet, agents and workers, whoever they
 are reparented to), and starts a small watcher in a session of its own. The watcher
 waits for the end of a pipe the run holds: when the run leaves the block, or dies,
-the pipe closes; the watcher then stops every process that carries the mark (SIGTERM,
-then SIGKILL after `GRACE_S`) and removes the folders it was told of.
+the pipe closes; the watcher then stops every process that carries the mark, or holds
+a file open in a folder it was told of (Ray's session folder: its agents rename
+themselves, which can erase the mark), with SIGTERM, then SIGKILL after `GRACE_S`,
+and removes those folders.
 
 Run as a script (``python reaper.py ID``) it is the watcher; it imports only the
 standard library, so it starts in a few milliseconds.
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 MARK = "GEODET_RUN_ID"
@@ -31,9 +33,14 @@ GRACE_S = 5.0
 QUIET_S = 3.0  # a fork not yet exec'd shows up late on busy cores
 
 
-def marked(name: str, value: str) -> list[int]:
-    """The live processes (zombies excluded) whose environment holds ``name=value``."""
+def marked(name: str, value: str, folders: Sequence[str] = ()) -> list[int]:
+    """The live processes (zombies excluded) whose environment holds ``name=value``,
+    or that hold a file open under one of ``folders``. (A Python process that renames
+    itself with setproctitle, as Ray's agents do, overwrites the end of what
+    /proc/PID/environ shows: the mark may vanish, their log files in the run's Ray
+    session folder stay open.)"""
     needle = f"{name}={value}".encode()
+    prefixes = tuple(os.path.join(f, "") for f in folders)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -41,20 +48,32 @@ def marked(name: str, value: str) -> list[int]:
         with contextlib.suppress(OSError):
             if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
+            if needle in (entry / "environ").read_bytes().split(b"\0") or (
+                    prefixes and _holds_open(entry, prefixes)):
                 found.append(int(entry.name))
     return found
 
 
-def stop(name: str, value: str, grace: float = GRACE_S, quiet: float = QUIET_S) -> None:
-    """SIGTERM every process marked ``name=value``; SIGKILL those alive after
-    ``grace`` seconds. Done once none has been seen for ``quiet`` seconds: a process
-    being started as the run died (a fork not yet exec'd) shows up a moment later."""
+def _holds_open(proc: Path, prefixes: tuple[str, ...]) -> bool:
+    """Whether the process ``/proc/PID`` has a file open under one of ``prefixes``."""
+    for fd in (proc / "fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith(prefixes):
+                return True
+    return False
+
+
+def stop(name: str, value: str, grace: float = GRACE_S, quiet: float = QUIET_S,
+         folders: Sequence[str] = ()) -> None:
+    """SIGTERM every process marked ``name=value`` (or holding a file open under
+    ``folders``); SIGKILL those alive after ``grace`` seconds. Done once none has been
+    seen for ``quiet`` seconds: a process being started as the run died (a fork not
+    yet exec'd) shows up a moment later."""
     deadline = time.monotonic() + grace
     last_seen = time.monotonic()
     while time.monotonic() - last_seen < quiet:
         sig = signal.SIGKILL if time.monotonic() > deadline else signal.SIGTERM
-        for pid in marked(name, value):
+        for pid in marked(name, value, folders):
             last_seen = time.monotonic()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
@@ -93,11 +112,14 @@ def _watch(run_id: str) -> None:
     started = time.time() - 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     patterns = sys.stdin.read().split("\n")
-    stop(MARK, run_id)
+    folders = []
     for folder in (f for p in patterns if p for f in glob.glob(p)):
         with contextlib.suppress(OSError):
             if os.stat(folder).st_mtime >= started:
-                shutil.rmtree(folder, ignore_errors=True)
+                folders.append(folder)
+    stop(MARK, run_id, folders=folders)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
