@@ -33,9 +33,11 @@ GRACE_S = 5.0
 QUIET_S = 3.0  # a fork not yet exec'd shows up late on busy cores
 
 
-def marked(name: str, value: str, folders: Sequence[str] = ()) -> list[int]:
+def marked(name: str, value: str, folders: Sequence[str] = (),
+           spare: int | None = None) -> list[int]:
     """The live processes (zombies excluded) whose environment holds ``name=value``,
-    or that hold a file open under one of ``folders``. (A Python process that renames
+    or that hold a file open under one of ``folders`` (but ``spare``, the run's own
+    process, which goes on after its cluster stopped). (A Python process that renames
     itself with setproctitle, as Ray's agents do, overwrites the end of what
     /proc/PID/environ shows: the mark may vanish, their log files in the run's Ray
     session folder stay open.)"""
@@ -49,7 +51,7 @@ def marked(name: str, value: str, folders: Sequence[str] = ()) -> list[int]:
             if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
             if needle in (entry / "environ").read_bytes().split(b"\0") or (
-                    prefixes and _holds_open(entry, prefixes)):
+                    prefixes and int(entry.name) != spare and _holds_open(entry, prefixes)):
                 found.append(int(entry.name))
     return found
 
@@ -64,16 +66,16 @@ def _holds_open(proc: Path, prefixes: tuple[str, ...]) -> bool:
 
 
 def stop(name: str, value: str, grace: float = GRACE_S, quiet: float = QUIET_S,
-         folders: Sequence[str] = ()) -> None:
+         folders: Sequence[str] = (), spare: int | None = None) -> None:
     """SIGTERM every process marked ``name=value`` (or holding a file open under
-    ``folders``); SIGKILL those alive after ``grace`` seconds. Done once none has been
-    seen for ``quiet`` seconds: a process being started as the run died (a fork not
-    yet exec'd) shows up a moment later."""
+    ``folders``, but ``spare``); SIGKILL those alive after ``grace`` seconds. Done
+    once none has been seen for ``quiet`` seconds: a process being started as the
+    run died (a fork not yet exec'd) shows up a moment later."""
     deadline = time.monotonic() + grace
     last_seen = time.monotonic()
     while time.monotonic() - last_seen < quiet:
         sig = signal.SIGKILL if time.monotonic() > deadline else signal.SIGTERM
-        for pid in marked(name, value, folders):
+        for pid in marked(name, value, folders, spare):
             last_seen = time.monotonic()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
@@ -89,7 +91,8 @@ def reaped() -> Iterator[Callable[[str], None]]:
     run_id = uuid.uuid4().hex
     read, write = os.pipe()
     try:
-        subprocess.Popen([sys.executable, "-I", __file__, run_id], stdin=read,
+        subprocess.Popen([sys.executable, "-I", __file__, run_id, str(os.getpid())],
+                         stdin=read,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)  # out of reach of the run's signals
     finally:
@@ -106,9 +109,10 @@ def reaped() -> Iterator[Callable[[str], None]]:
         os.close(write)  # the watcher takes over from here
 
 
-def _watch(run_id: str) -> None:
-    """The watcher: wait for the pipe to close, stop the run's processes, remove the
-    folders that match its patterns and were made since it started."""
+def _watch(run_id: str, run: int) -> None:
+    """The watcher: wait for the pipe to close, stop the processes of the run (whose
+    own process is ``run``), remove the folders that match its patterns and were
+    made since it started."""
     started = time.time() - 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     patterns = sys.stdin.read().split("\n")
@@ -117,10 +121,10 @@ def _watch(run_id: str) -> None:
         with contextlib.suppress(OSError):
             if os.stat(folder).st_mtime >= started:
                 folders.append(folder)
-    stop(MARK, run_id, folders=folders)
+    stop(MARK, run_id, folders=folders, spare=run)
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    _watch(sys.argv[1])
+    _watch(sys.argv[1], int(sys.argv[2]))

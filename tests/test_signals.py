@@ -103,3 +103,34 @@ def test_signal_during_ray_startup(tmp_path, squares_model, sig):
     assert not out.exists() and not lock_path(out).exists()
     assert left_after(tag) == []
     assert ray_sessions_of(run.pid, run.started) == []
+
+
+def test_reaper_stops_what_holds_the_session_folder_open_but_the_run(tmp_path):
+    """A process whose environment lost the run's mark (Ray's agents rename themselves
+    with setproctitle, which can erase it) is still stopped when it holds a file open
+    in the run's session folder; the run itself, which does too, is spared."""
+    import os
+    import sys
+
+    from geodet.reaper import MARK, reaped
+
+    folder = tmp_path / "session_1"
+    with reaped() as remove_after:
+        remove_after(str(tmp_path / "session_*"))
+        folder.mkdir()
+        mine = open(folder / "driver.log", "w")  # noqa: SIM115 (held past the block)
+        env = {k: v for k, v in os.environ.items() if k != MARK}
+        agent = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                                  "f = open(sys.argv[1], 'w'); print(flush=True); "
+                                  "time.sleep(120)", str(folder / "agent.log")],
+                                 env=env, stdout=subprocess.PIPE)
+        agent.stdout.readline()  # its file is open
+    try:
+        assert agent.wait(timeout=30) == -signal.SIGTERM
+        deadline = time.monotonic() + 15
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not folder.exists()
+    finally:
+        mine.close()
+        agent.kill()
