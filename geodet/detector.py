@@ -88,10 +88,12 @@ class TileDetector:
         return self.decode(outputs, self.s.conf, self.s.input_size)[:len(tiles)]
 
     def _keep(self, spec: TileSpec, tile: Tile, decoded) -> Detections:
-        """One tile's model boxes -> scene pixels, NMS within the tile, core filter."""
+        """One tile's model boxes -> scene pixels (clipped to the data), NMS within the
+        tile, core filter."""
         boxes, scores, class_ids, angles = decoded
         on_data = tile.valid_fraction(boxes) >= self.options.min_valid
-        boxes = tile_to_scene(boxes, angles, tile.scale, spec)
+        boxes = tile_to_scene(tile.clip_to_valid(boxes, angles == 0), angles, tile.scale,
+                              spec)
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & on_data
         dets = Detections.build(boxes[real], scores[real], class_ids[real],
                                 spec.scene, spec.tile_id, angles[real])

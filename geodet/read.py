@@ -104,6 +104,28 @@ class Tile:
         count = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
         return np.where(area > 0, count / np.maximum(area, 1), 0.0)
 
+    def clip_to_valid(self, boxes: np.ndarray, upright: np.ndarray) -> np.ndarray:
+        """Each upright ``(N, 4)`` box (tile pixels) shrunk to the bounding box of the
+        valid pixels under it, as boxes are clipped at the raster's edge: an object
+        cut by the edge of the data is the part that has data, not the model's guess
+        of what lies under nodata. Boxes over valid pixels only are unchanged."""
+        if self.valid is None:
+            return boxes
+        out = boxes.copy()
+        h, w = self.valid.shape
+        for i in np.flatnonzero(upright & (self.valid_fraction(boxes) < 1)):
+            x0, x1 = (int(np.clip(np.floor(boxes[i, 0]), 0, w)),
+                      int(np.clip(np.ceil(boxes[i, 2]), 0, w)))
+            y0, y1 = (int(np.clip(np.floor(boxes[i, 1]), 0, h)),
+                      int(np.clip(np.ceil(boxes[i, 3]), 0, h)))
+            under = self.valid[y0:y1, x0:x1]
+            if not under.any():
+                continue
+            rows, cols = np.flatnonzero(under.any(1)), np.flatnonzero(under.any(0))
+            out[i] = (max(boxes[i, 0], x0 + cols[0]), max(boxes[i, 1], y0 + rows[0]),
+                      min(boxes[i, 2], x0 + cols[-1] + 1), min(boxes[i, 3], y0 + rows[-1] + 1))
+        return out
+
 
 class TileReader:
     """Reads tiles with windowed reads, one open dataset per scene (a reader belongs

@@ -111,3 +111,19 @@ def test_model_input_scales_each_tile_by_its_scene():
     assert unit_range(signed, ((-100.0, 100.0),)).tolist() == [[[0.0, 0.5, 1.0]]]
     floats = np.array([[[-1.5, 2.5]]], np.float32)
     assert (unit_range(floats, None) == floats).all()
+
+
+def test_boxes_are_clipped_to_the_data_under_them():
+    from geodet.read import Tile
+
+    valid = np.zeros((20, 20), bool)
+    valid[:, :10] = True  # data on the left half, nodata on the right
+    tile = Tile(np.zeros((3, 20, 20), np.uint8), valid, (1.0, 1.0))
+    boxes = np.array([[6.5, 2, 14, 8], [1, 1, 5, 5], [12, 12, 18, 18], [6, 2, 14, 8]])
+    upright = np.array([True, True, True, False])
+    clipped = tile.clip_to_valid(boxes, upright)
+    assert clipped.tolist() == [[6.5, 2, 10, 8],  # cut at the data's edge
+                                [1, 1, 5, 5],  # on data only: as it was
+                                [12, 12, 18, 18],  # no data under it: left to --min-valid
+                                [6, 2, 14, 8]]  # oriented: not a rectangle of the grid
+    assert Tile(tile.pixels, None, (1.0, 1.0)).clip_to_valid(boxes, upright) is boxes
