@@ -2,6 +2,8 @@
 
     python benchmarks/compare.py                     # 8000 x 8000 (64 MP), bundled model
     python benchmarks/compare.py --model yolov8n     # a YOLOv8n-shaped network at 320 px
+    python benchmarks/compare.py --model yolov8n --imgsz 640 --size 24000 \
+        --device cuda --variant 'trt=--trt'          # a GPU machine: every row on CUDA
     python benchmarks/compare.py --size 256 --only geodet \
         --variant 'nice0=RAY_worker_niceness=0' --variant 'w2=--workers 2'
 
@@ -84,11 +86,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
+def providers(device: str) -> list[str]:
+    """ONNX Runtime's providers for ``--device``: CUDA first on a GPU machine."""
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" \
+        else ["CPUExecutionProvider"]
+
+
 def plain_loop(scene: str, model: str, tile: int, overlap: float, conf: float,
-               iou: float) -> dict:
+               iou: float, device: str = "cpu") -> dict:
     """Read a window, scale it to 0..1, run it, decode the Ultralytics output
     ``[1, 4 + classes, N]``, suppress duplicates per class, keep the boxes."""
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, providers=providers(device))
     name, (_, bands, height, width) = session.get_inputs()[0].name, \
         session.get_inputs()[0].shape
     kept, wins = [], windows(scene, tile, overlap)
@@ -108,11 +116,12 @@ def plain_loop(scene: str, model: str, tile: int, overlap: float, conf: float,
     return {"tiles": len(wins), "detections": int(sum(len(k) for k in kept))}
 
 
-def ort_ceiling(scene: str, model: str, tile: int, overlap: float, batch: int) -> dict:
+def ort_ceiling(scene: str, model: str, tile: int, overlap: float, batch: int,
+                device: str = "cpu") -> dict:
     """``session.run`` alone over pre-read tiles (as many as the scene has, cycling
     through `CEILING_TILES` of them), after one warm-up run, timed around the calls
     only."""
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, providers=providers(device))
     name, (_, bands, height, width) = session.get_inputs()[0].name, \
         session.get_inputs()[0].shape
     wins = windows(scene, tile, overlap)
@@ -136,10 +145,10 @@ def child(args: argparse.Namespace) -> None:
     """Run one contender in this process; print its figures as JSON."""
     if args.child == "loop":
         result = plain_loop(args.scene, args.model, args.tile_size, args.overlap, args.conf,
-                            args.iou)
+                            args.iou, args.device)
     else:
         result = ort_ceiling(args.scene, args.model, args.tile_size, args.overlap,
-                             args.batch)
+                             args.batch, args.device)
     print(json.dumps(result))
 
 
@@ -262,6 +271,9 @@ def main() -> None:
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=8, help="geodet's --batch-size")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: every row on ONNX Runtime's CUDA provider (a GPU "
+                        "machine with onnxruntime-gpu)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--variant", action="append", default=[],
                         metavar="NAME=SPEC", help="an extra geodet row: NAME=ENV=VALUE ... "
@@ -312,6 +324,7 @@ def main() -> None:
         parser.error(f"--size {args.size} is smaller than a tile ({tile} px)")
 
     base = [sys.executable, __file__, "--scene", str(scene), "--tile-size", str(tile),
+            "--device", args.device,
             "--overlap", str(args.overlap), "--conf", str(args.conf), "--iou",
             str(args.iou)]
     out = work / "compare-out.gpkg"
@@ -320,7 +333,8 @@ def main() -> None:
         return [sys.executable, "-m", "geodet", "detect", str(scene), "--model", str(model),
                 "--out", str(out), "--overwrite", "--no-progress", "--tile-size", str(tile),
                 "--overlap", str(args.overlap), "--conf", str(args.conf), "--iou",
-                str(args.iou), "--batch-size", str(args.batch), *flags]
+                str(args.iou), "--batch-size", str(args.batch), "--device", args.device,
+                *flags]
 
     rows: dict[str, tuple[list[str], dict[str, str]]] = {
         "ort b1": ([*base, "--model", str(model_path), "--child", "ort", "--batch", "1"], {}),
