@@ -22,7 +22,7 @@ from geodet.inputs import SceneRef, expand_scenes
 from geodet.model import inspect_model, read_model
 from geodet.mosaic import build_vrt
 from geodet.options import Options
-from geodet.read import tiles_with_data
+from geodet.read import data_extent, data_mask, tiles_with_data
 from geodet.scene import open_scene
 from geodet.settings import Settings, resolve
 from geodet.tiling import Grid, TileSpec, plan_grid
@@ -132,17 +132,20 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
     info = inspect_model(model, model_bytes)
     settings = resolve(options, info, [open_scene(r.path, options.bands, options.scale)
                                        for r in refs])
-    grids = tuple(plan_grid(s.width, s.height, settings.tiles[i], settings.overlap, scene=i)
-                  for i, s in enumerate(settings.scenes))
-    has_data = tuple(tiles_with_data(s, g) for s, g in zip(settings.scenes, grids,
-                                                            strict=True))
-    for scene, mask in zip(settings.scenes, has_data, strict=True):
-        if not mask.any():
+    grids, has_data = [], []
+    for i, scene in enumerate(settings.scenes):  # tiles over the data, flush with it
+        mask = data_mask(scene)
+        extent = data_extent(scene, mask)
+        grids.append(plan_grid(scene.width, scene.height, settings.tiles[i],
+                               settings.overlap, scene=i, extent=extent))
+        has_data.append(tiles_with_data(scene, grids[-1], mask))
+        if extent is None or not has_data[-1].any():
             raise InputError(f"scene {scene.name} has no valid pixel (all nodata, "
                              "transparent or masked): leave it out, or check its nodata "
                              "value")
     return Job(options=options, settings=settings, refs=tuple(refs), out=out_path,
-               out_crs=out_crs, grids=grids, has_data=has_data, model=model_bytes)
+               out_crs=out_crs, grids=tuple(grids), has_data=tuple(has_data),
+               model=model_bytes)
 
 
 def _relabel(source: str | list, origin: str | None) -> str | list:

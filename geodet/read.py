@@ -21,6 +21,9 @@ from geodet.tiling import Grid, TileSpec
 
 #: The longest side of the low-resolution mask used to find tiles without data.
 MASK_PLAN_SIDE = 2048
+#: The largest mask cell (scene pixels a side) for which the data's extent is made
+#: exact from full-resolution strips (rasters up to 16384 pixels a side).
+EXACT_EDGE_CELLS = 8
 READ_ATTEMPTS = 3  # for remote scenes; a local read error is final
 READ_BACKOFF_S = 0.1
 REASON_CHARS = 500
@@ -45,25 +48,79 @@ def gdal_reason(error: BaseException) -> str:
     return gdal[0] if len(gdal) == 1 else f"{gdal[0]} ({gdal[-1]})"
 
 
-def tiles_with_data(scene: SceneInfo, grid: Grid) -> np.ndarray:
-    """Which tiles of ``grid`` hold at least one valid pixel (a bool per tile id),
-    judged on a low-resolution mask.
+@dataclass(frozen=True)
+class DataMask:
+    """Where a scene has valid pixels, at low resolution: ``cells`` (rows x cols) of
+    ``factor`` scene pixels a side, averaged down (any valid pixel keeps its cell
+    non-zero, up to cells of a few hundred pixels a side)."""
 
-    The mask is averaged down (any valid pixel keeps its cell non-zero, up to cells
-    of a few hundred pixels a side), and a tile counts as empty only when every cell
-    it touches, and one cell around when reduced, is empty: small valid areas are not
-    skipped. Vectorised over the grid's rows and columns with a summed-area table, so
-    millions of tiles cost seconds.
-    """
+    cells: np.ndarray
+    factor: float
+
+    @property
+    def exact(self) -> bool:
+        return self.factor == 1.0
+
+
+def data_mask(scene: SceneInfo) -> DataMask | None:
+    """The scene's `DataMask`; None when every pixel is valid (no nodata, alpha or
+    mask)."""
     if not scene.has_mask:
-        return np.ones(len(grid), dtype=bool)
+        return None
     f = max(1.0, max(scene.width, scene.height) / MASK_PLAN_SIDE)
     shape = (max(1, math.ceil(scene.height / f)), max(1, math.ceil(scene.width / f)))
     with scene.environment(), rasterio.open(scene.path) as ds:
-        mask = ds.dataset_mask(out_shape=shape, resampling=Resampling.average) > 0
+        return DataMask(ds.dataset_mask(out_shape=shape, resampling=Resampling.average) > 0,
+                        f)
+
+
+def data_extent(scene: SceneInfo, mask: DataMask | None) -> tuple[int, int, int, int] | None:
+    """The pixel window ``(x0, y0, x1, y1)`` that holds all the scene's valid pixels
+    (None: there is none). Tiles planned over it sit flush with the edges of the data,
+    as they do with the raster's: a black frame around a scene changes nothing.
+
+    Found on the low-resolution mask, one cell wider on each side, then made exact
+    from full-resolution strips along its four edges where those are small (cells of
+    up to `EXACT_EDGE_CELLS` pixels); otherwise it errs on the wide side."""
+    if mask is None:
+        return (0, 0, scene.width, scene.height)
+    rows, cols = np.flatnonzero(mask.cells.any(1)), np.flatnonzero(mask.cells.any(0))
+    if not len(rows):
+        return None
+    f, w, h, m = mask.factor, scene.width, scene.height, 0 if mask.exact else 1
+    x0, x1 = max(0, math.floor((cols[0] - m) * f)), min(w, math.ceil((cols[-1] + 1 + m) * f))
+    y0, y1 = max(0, math.floor((rows[0] - m) * f)), min(h, math.ceil((rows[-1] + 1 + m) * f))
+    if mask.exact or f > EXACT_EDGE_CELLS:
+        return (x0, y0, x1, y1)
+    band = math.ceil(3 * f)  # the one-cell margin and the cell on each side of the edge
+    with scene.environment(), rasterio.open(scene.path) as ds:
+        def valid(window: Window, axis: int) -> np.ndarray:
+            return np.flatnonzero(ds.dataset_mask(window=window).any(axis))
+
+        left = valid(Window(x0, y0, min(band, x1 - x0), y1 - y0), 0)
+        right = valid(Window(max(x0, x1 - band), y0, min(band, x1 - x0), y1 - y0), 0)
+        top = valid(Window(x0, y0, x1 - x0, min(band, y1 - y0)), 1)
+        bottom = valid(Window(x0, max(y0, y1 - band), x1 - x0, min(band, y1 - y0)), 1)
+    return (x0 + int(left[0]) if len(left) else x0,
+            y0 + int(top[0]) if len(top) else y0,
+            max(x0, x1 - band) + int(right[-1]) + 1 if len(right) else x1,
+            max(y0, y1 - band) + int(bottom[-1]) + 1 if len(bottom) else y1)
+
+
+def tiles_with_data(scene: SceneInfo, grid: Grid, mask: DataMask | None) -> np.ndarray:
+    """Which tiles of ``grid`` hold at least one valid pixel (a bool per tile id),
+    judged on the scene's low-resolution ``mask`` (`data_mask`).
+
+    A tile counts as empty only when every cell it touches, and one cell around when
+    reduced, is empty: small valid areas are not skipped. Vectorised over the grid's
+    rows and columns with a summed-area table, so millions of tiles cost seconds.
+    """
+    if mask is None:
+        return np.ones(len(grid), dtype=bool)
+    shape = mask.cells.shape
     table = np.zeros((shape[0] + 1, shape[1] + 1), dtype=np.int64)
-    table[1:, 1:] = mask.cumsum(0).cumsum(1)
-    pad = 1 if f > 1 else 0  # at full resolution the mask is exact
+    table[1:, 1:] = mask.cells.cumsum(0).cumsum(1)
+    pad = 0 if mask.exact else 1  # at full resolution the mask is exact
 
     def cells(starts: tuple[int, ...], tile: int, length: int, cells: int):
         s = np.asarray(starts)

@@ -107,16 +107,19 @@ class Grid:
 
 
 def plan_grid(width: int, height: int, tile: tuple[int, int], overlap: float,
-              scene: int = 0) -> Grid:
+              scene: int = 0, extent: tuple[int, int, int, int] | None = None) -> Grid:
     """The tiles for a ``width`` x ``height`` raster: ``tile`` is ``(tile_width,
-    tile_height)`` in source pixels, ``overlap`` a fraction of the tile in ``[0, 1)``."""
+    tile_height)`` in source pixels, ``overlap`` a fraction of the tile in ``[0, 1)``.
+    ``extent``: the window ``(x0, y0, x1, y1)`` to cover (the raster's valid data),
+    with the first and last tiles flush with its edges; by default the raster."""
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     tw, th = tile
-    xs = axis_starts(width, tw, min(round(overlap * tw), tw - 1))
-    ys = axis_starts(height, th, min(round(overlap * th), th - 1))
+    x0, y0, x1, y1 = extent or (0, 0, width, height)
+    xs = [x0 + s for s in axis_starts(x1 - x0, tw, min(round(overlap * tw), tw - 1))]
+    ys = [y0 + s for s in axis_starts(y1 - y0, th, min(round(overlap * th), th - 1))]
     return Grid(scene, width, height, (tw, th), tuple(xs), tuple(ys),
-                tuple(core_edges(xs, width, tw)), tuple(core_edges(ys, height, th)))
+                tuple(core_edges(xs, x1, tw)), tuple(core_edges(ys, y1, th)))
 
 
 def plan_tiles(width: int, height: int, tile: tuple[int, int], overlap: float,

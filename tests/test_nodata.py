@@ -28,19 +28,19 @@ TRANSFORM = from_origin(*ORIGIN, GSD, GSD)  # write_tif's default
 def test_masked_pixels_are_fed_as_the_scene_mean_not_as_they_are(tmp_path, squares_model):
     """Under the alpha mask the file holds bright garbage (as some exports do): fed as
     it is, the square detector would fire all over it."""
-    rgb = scene_with_squares((256, 384), [(20, 30), (150, 200)])
-    rgb[:, :, 256:] = 255
+    rgb = scene_with_squares((256, 384), [(20, 30), (300, 200)])
+    rgb[:, :, 128:256] = 255
     alpha = np.full((1, 256, 384), 255, np.uint8)
-    alpha[:, :, 256:] = 0
+    alpha[:, :, 128:256] = 0
     scene = write_tif(tmp_path / "s.tif", np.concatenate([rgb, alpha]))
     with rasterio.open(scene, "r+") as ds:
         ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
                           ColorInterp.alpha]
     out = tmp_path / "o.gpkg"
     result = geodet.detect(scene, squares_model, out, overlap=0.0, progress=False)
-    assert pixel_boxes(result, TRANSFORM).tolist() == [[20, 30, 32, 42], [150, 200, 162, 212]]
+    assert pixel_boxes(result, TRANSFORM).tolist() == [[20, 30, 32, 42], [300, 200, 312, 212]]
     tiles = pyogrio.read_dataframe(out, layer="tiles").sort_values("tile_id")
-    assert tiles["status"].tolist() == ["done", "done", "empty"] * 2
+    assert tiles["status"].tolist() == ["done", "empty", "done"] * 2  # skipped: recorded
 
 
 def test_boxes_mostly_on_invalid_pixels_are_dropped(tmp_path, model_dir):
@@ -97,3 +97,29 @@ def test_a_wide_nodata_border_costs_no_precision(tmp_path):
     assert scores["clean"]["recall"] > 0.9
     assert scores["border"]["precision"] >= scores["clean"]["precision"] - 0.01
     assert scores["border"]["recall"] >= scores["clean"]["recall"] - 0.005
+
+
+@pytest.mark.parametrize("size", [600, 2600])  # a mask at full resolution, and reduced
+def test_a_nodata_frame_changes_nothing(tmp_path, squares_model, size):
+    """Tiles are planned over the data, flush with its edges as with a raster's: a
+    scene in a nodata frame gives the detections of the same scene without it, objects
+    cut by the data's edge included."""
+    frame = (101, 37, 55, 13)  # left, top, right, bottom
+    inner = (size - frame[1] - frame[3], size - frame[0] - frame[2])  # rows, cols
+    corners = [(0, 40), (inner[1] - 6, 80), (200, inner[0] - 5), (300, 0), (150, 150)]
+    data = scene_with_squares(inner, corners)
+    clean = write_tif(tmp_path / "clean.tif", data)
+    framed = np.zeros((3, size, size), np.uint8)
+    framed[:, frame[1]:size - frame[3], frame[0]:size - frame[2]] = np.maximum(data, 1)
+    framed_path = write_tif(tmp_path / "framed.tif", framed, nodata=0)
+    from geodet.read import data_extent, data_mask
+    from geodet.scene import open_scene
+
+    scene = open_scene(str(framed_path))
+    assert data_extent(scene, data_mask(scene)) == (101, 37, size - 55, size - 13)
+    want = geodet.detect(clean, squares_model, overlap=0.2, progress=False)
+    got = geodet.detect(framed_path, squares_model, overlap=0.2, progress=False)
+    shift = np.array([frame[0], frame[1]] * 2)
+    assert len(want) >= 4
+    assert sorted((pixel_boxes(got, TRANSFORM) - shift).tolist()) == \
+        sorted(pixel_boxes(want, TRANSFORM).tolist())

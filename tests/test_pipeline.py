@@ -115,14 +115,17 @@ def test_uint16_scene_is_scaled(tmp_path, squares_model):
 
 
 def test_nodata_tiles_are_skipped(tmp_path, squares_model):
-    data = scene_with_squares((256, 512), [(20, 20)])
-    data[:, :, 256:] = 0
+    data = scene_with_squares((256, 640), [(20, 20)])
+    data[:, :, 128:384] = 0  # a hole of two tiles' width inside the data
+    data[:, :, 512:] = 0  # and a border, outside the data: no tile is planned there
     scene = write_tif(tmp_path / "s.tif", data, nodata=0)
     out = tmp_path / "o.gpkg"
     result = geodet.detect(scene, squares_model, out, overlap=0.0, progress=False)
     assert_same_boxes(result, [footprint(20, 20)])
     tiles = pyogrio.read_dataframe(out, layer="tiles").sort_values("tile_id")
-    assert tiles["status"].tolist() == ["done", "done", "empty", "empty"] * 2
+    assert tiles["status"].tolist() == ["done", "empty", "empty", "done"] * 2
+    assert shapely.union_all(tiles.geometry).bounds == \
+        shapely.union_all([footprint(0, 0, 256), footprint(256, 0, 256)]).bounds
 
 
 def test_several_scenes_in_one_run(tmp_path, squares_model):

@@ -4,7 +4,7 @@ import numpy as np
 import rasterio
 
 from geodet.preprocess import to_model_input, unit_range
-from geodet.read import TileReader, tiles_with_data
+from geodet.read import TileReader, data_extent, data_mask, tiles_with_data
 from geodet.scene import open_scene
 from geodet.tiling import plan_grid, plan_tiles
 from tests.helpers import write_tif
@@ -47,7 +47,7 @@ def test_tiles_without_data_are_found_on_the_mask(tmp_path):
     path = write_tif(tmp_path / "s.tif", data, nodata=0)
     s = open_scene(path)
     grid = plan_grid(300, 300, (100, 100), 0.0)
-    assert tiles_with_data(s, grid).tolist() == [False] * 6 + [True, False, False]
+    assert tiles_with_data(s, grid, data_mask(s)).tolist() == [False] * 6 + [True, False, False]
 
 
 def test_tiles_with_data_matches_each_tiles_own_pixels(tmp_path):
@@ -60,7 +60,7 @@ def test_tiles_with_data_matches_each_tiles_own_pixels(tmp_path):
     grid = plan_grid(700, 500, (96, 64), 0.3)
     want = [bool(data[0, t.row_off:t.row_off + t.height, t.col_off:t.col_off + t.width].any())
             for t in grid]
-    assert tiles_with_data(s, grid).tolist() == want and 0 < sum(want) < len(grid)
+    assert tiles_with_data(s, grid, data_mask(s)).tolist() == want and 0 < sum(want) < len(grid)
 
 
 def test_band_order_for_bgr_models(tmp_path):
