@@ -9,6 +9,7 @@ filled with the scene's fill, and which pixels are valid.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,12 @@ from rasterio.windows import Window
 
 from geodet.scene import SceneInfo
 from geodet.tiling import Grid, TileSpec
+
+#: GDAL's block cache for each process that reads, unless GDAL_CACHEMAX says otherwise
+#: (set before GDAL first reads, hence here): tiles reuse only the blocks they share
+#: with their neighbours, about a row of blocks, so GDAL's default (5% of the RAM)
+#: would only make memory grow with the scene.
+os.environ.setdefault("GDAL_CACHEMAX", "256MB")
 
 #: The longest side of the low-resolution mask used to find tiles without data.
 MASK_PLAN_SIDE = 2048
