@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS tiles (scene INTEGER, tile_id INTEGER, status TEXT,
     n_detections INTEGER, error TEXT, PRIMARY KEY (scene, tile_id));
 CREATE TABLE IF NOT EXISTS detections (scene INTEGER, tile_id INTEGER, x0 REAL, y0 REAL,
     x1 REAL, y1 REAL, score REAL, class_id INTEGER, angle REAL);
+CREATE INDEX IF NOT EXISTS detections_tile ON detections (scene, tile_id);
 """
 
 
