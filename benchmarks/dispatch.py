@@ -1,8 +1,9 @@
 """How many tiles a second geodet's driver can dispatch when the detectors cost nothing.
 
-    python benchmarks/dispatch.py                                # the table
-    python benchmarks/dispatch.py --tiles 200000 --chunk 32 --actors 2 --detections 5
-    python benchmarks/dispatch.py --profile --chunk 32 --actors 2   # cProfile, one run
+    python benchmarks/dispatch.py                     # the table (about 10 minutes)
+    python benchmarks/dispatch.py --tiles 200000 --detections 5 --chunk 32 --actors 2
+    python benchmarks/dispatch.py --profile --detections 5 --chunk 32 --actors 2 \
+        --progress on                                 # cProfile of the driver, one run
 
 Actors that read no pixels and return at once (a ``done`` `TileOutcome` per tile, with
 no detections or ``--detections`` made-up ones per tile) are fed through geodet's own
@@ -13,9 +14,10 @@ draws them, from the real tile plan (`geodet.tiling.plan_grid`) of a huge virtua
 `geodet.engine.execute` and `geodet.api.detect` do: keeps the detections, counts the
 outcomes, and with progress ``on`` records the chunk in a `geodet.resume.ResumeRecord`
 beside an output (one SQLite transaction a chunk) and updates a `geodet.progress.Reporter`;
-with ``off`` it records nothing. Configurations (actors x tiles per call x progress)
-are alternated over ``--repeat`` rounds; the table gives the median and best tiles/s of
-each, and with progress on the record's size on disk per tile (and per detection).
+with ``off`` it records nothing. Configurations (detections a tile x actors x tiles a
+call x progress) are alternated over ``--repeat`` rounds; the table gives the median and
+best tiles/s of each and, with progress on, the record's size on disk per tile (the
+file once its WAL is folded in), from which the size per detection follows.
 Ray start-up, planning, merging and writing are not included (see
 ``benchmarks/compare.py`` for a whole run).
 """
@@ -112,9 +114,9 @@ class Run:
                 used.add(result.provider)
             dets = Detections.concat(parts)
             elapsed = time.perf_counter() - t
-            if self.out is not None:
-                self.record_bytes = sum(os.path.getsize(p) for p in record.path.parent.glob(
-                    record.path.name + "*"))  # the file, and any journal or WAL beside it
+            if self.out is not None:  # the file once its WAL is folded in (untimed)
+                record.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.record_bytes = os.path.getsize(record.path)
             record.finish()
         return sum(counts.values()), len(dets), elapsed
 
@@ -128,7 +130,7 @@ def main() -> None:
                         help="tiles per call (geodet: 4 batches of --batch-size, 32)")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--progress", nargs="+", choices=["on", "off"], default=["on", "off"])
-    parser.add_argument("--detections", type=int, default=0,
+    parser.add_argument("--detections", type=int, nargs="+", default=[0, 5],
                         help="made-up detections per tile the actors return")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quiet", type=float, default=10, metavar="S",
@@ -138,7 +140,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="geodet-dispatch-"))
-    configs = list(itertools.product(args.actors, args.chunk, args.progress))
+    configs = list(itertools.product(args.detections, args.actors, args.chunk,
+                                     args.progress))
     rates: dict[tuple, list[float]] = {c: [] for c in configs}
     sizes: dict[tuple, int] = {}
     t = time.perf_counter()
@@ -147,43 +150,51 @@ def main() -> None:
         cpus = int(ray.cluster_resources()["CPU"])
         t = time.perf_counter()
         # No CPU reserved, so that every pool stays up and the runs can alternate.
-        pools = {n: [ray.remote(InstantDetector).options(num_cpus=0, max_restarts=0)
-                     .remote(args.detections) for _ in range(n)] for n in args.actors}
+        pools = {(d, n): [ray.remote(InstantDetector).options(num_cpus=0, max_restarts=0)
+                          .remote(d) for _ in range(n)]
+                 for d in args.detections for n in args.actors}
         ray.get([a.provider_name.remote() for actors in pools.values() for a in actors])
-        startup[f"start {sum(args.actors)} actors"] = time.perf_counter() - t
+        startup[f"start {sum(map(len, pools.values()))} actors"] = time.perf_counter() - t
         for actors in pools.values():  # warm up
             Run(work, True)(actors, todo(args.side, 2000), args.chunk[0])
         if args.profile:
-            n, chunk, mode = configs[0]
+            d, n, chunk, mode = configs[0]
             run = Run(work, mode == "on")
             with cProfile.Profile() as prof:
-                tiles, _, s = run(pools[n], todo(args.side, args.tiles), chunk)
-            print(f"{tiles} tiles, {n} actor(s), chunk {chunk}, progress {mode}: "
-                  f"{tiles / s:,.0f} tiles/s under the profiler\n")
+                tiles, _, s = run(pools[d, n], todo(args.side, args.tiles), chunk)
+            print(f"{tiles} tiles, {d} detections a tile, {n} actor(s), chunk {chunk}, "
+                  f"progress {mode}: {tiles / s:,.0f} tiles/s under the profiler\n")
             pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(30)
             return
         for r in range(args.repeat):
             for config in configs[r % len(configs):] + configs[:r % len(configs)]:
-                n, chunk, mode = config
+                d, n, chunk, mode = config
                 wait_quiet(args.quiet)
                 run = Run(work, mode == "on")
-                tiles, dets, s = run(pools[n], todo(args.side, args.tiles), chunk)
-                assert tiles == args.tiles and dets == tiles * args.detections, (tiles, dets)
+                tiles, dets, s = run(pools[d, n], todo(args.side, args.tiles), chunk)
+                assert tiles == args.tiles and dets == tiles * d, (tiles, dets)
                 rates[config].append(tiles / s)
                 sizes[config] = run.record_bytes
         t = time.perf_counter()
     startup["stop Ray"] = time.perf_counter() - t
-    print(f"{args.tiles} tiles a run from a {args.side} x {args.side} px plan, "
-          f"{args.detections} detections per tile, local Ray with {cpus} CPUs, "
-          f"{args.repeat} alternated rounds; "
+    print(f"{args.tiles} tiles a run from a {args.side} x {args.side} px plan, local Ray "
+          f"with {cpus} CPUs, {args.repeat} alternated rounds; "
           + ", ".join(f"{k} {v:.2f} s" for k, v in startup.items()) + "\n")
-    print("| actors | tiles per call | progress | tiles/s median | tiles/s best "
-          "| record bytes/tile |")
-    print("| ---: | ---: | --- | ---: | ---: | ---: |")
-    for (n, chunk, mode), runs in rates.items():
-        size = f"{sizes[n, chunk, mode] / args.tiles:.1f}" if mode == "on" else ""
-        print(f"| {n} | {chunk} | {mode} | {statistics.median(runs):,.0f} | {max(runs):,.0f} "
-              f"| {size} |")
+    print("| detections a tile | actors | tiles a call | progress | tiles/s median "
+          "| tiles/s best | record bytes a tile |")
+    print("| ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+    for (d, n, chunk, mode), runs in rates.items():
+        size = f"{sizes[d, n, chunk, mode] / args.tiles:.1f}" if mode == "on" else ""
+        print(f"| {d} | {n} | {chunk} | {mode} | {statistics.median(runs):,.0f} "
+              f"| {max(runs):,.0f} | {size} |")
+    per_tile = {d: statistics.median(v / args.tiles for (d2, *_, mode), v in sizes.items()
+                                     if d2 == d and mode == "on") for d in args.detections
+                if "on" in args.progress}
+    if 0 in per_tile and len(per_tile) > 1:
+        print("\nprogress record (the file once its WAL is folded in): "
+              f"{per_tile[0]:.1f} bytes a tile without detections, " + ", ".join(
+                  f"{(b - per_tile[0]) / d:.1f} bytes a detection at {d} a tile"
+                  for d, b in per_tile.items() if d))
 
 
 if __name__ == "__main__":
