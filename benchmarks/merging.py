@@ -204,10 +204,18 @@ def rss_now() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def driver(sizes: list[int], seed: int, work: Path | None) -> None:
+def driver(sizes: list[int], seed: int, work: Path | None, max_gib: float | None) -> None:
     """The default merge at scale, as the driver runs it: each size's detections are
     generated here, written to disk, and merged in a fresh process whose peak resident
-    memory is the merge's (with its input and Python's own)."""
+    memory is the merge's (with its input and Python's own). ``max_gib``: the child's
+    address space limit, so that a size that does not fit fails with a MemoryError
+    rather than wake the kernel's OOM killer on a shared machine."""
+
+    def limit() -> None:
+        if max_gib:
+            size = int(max_gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
     print("\n| detections in | kept | input MiB | RSS loaded MiB | merge s | peak RSS MiB "
           "(merge) | sort s | peak RSS MiB (merge + sort) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -216,7 +224,7 @@ def driver(sizes: list[int], seed: int, work: Path | None) -> None:
         try:
             write_owned(n, seed, folder)
             child = subprocess.run([sys.executable, __file__, "--merge-files", str(folder)],
-                                   capture_output=True, text=True)
+                                   capture_output=True, text=True, preexec_fn=limit)
         finally:
             shutil.rmtree(folder.parent)
         if child.returncode:
@@ -236,6 +244,8 @@ def main() -> None:
                         "as the driver runs it (not part of both)")
     parser.add_argument("--work", type=Path, help="driver: where the detections are "
                         "written (about 92 bytes each)")
+    parser.add_argument("--max-gib", type=float, help="driver: the merging process's "
+                        "address space limit, GiB")
     parser.add_argument("--merge-files", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=3072, help="quality scene side")
     parser.add_argument("--sizes", type=int, nargs="+",
@@ -248,7 +258,7 @@ def main() -> None:
         print(json.dumps(merge_files(args.merge_files)))
         return
     if args.part == "driver":
-        driver(args.sizes, args.seed, args.work)
+        driver(args.sizes, args.seed, args.work, args.max_gib)
         return
     if args.part in ("quality", "both"):
         quality(args.size, args.seed)
