@@ -139,7 +139,8 @@ def main() -> None:
                         help="profile one run of the first --actors, --chunk, --progress")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="geodet-dispatch-"))
+    folder = tempfile.TemporaryDirectory(prefix="geodet-dispatch-")  # removed at exit
+    work = Path(folder.name)
     configs = list(itertools.product(args.detections, args.actors, args.chunk,
                                      args.progress))
     rates: dict[tuple, list[float]] = {c: [] for c in configs}

@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="geodet-size-"))
+    folder = tempfile.TemporaryDirectory(prefix="geodet-size-")  # removed at exit
+    work = Path(folder.name)
 
     dets = detections(args.detections, args.seed)
     side = max(256, int(math.sqrt(args.tiles)) * 205 + 51)
