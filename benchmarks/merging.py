@@ -2,6 +2,7 @@
 
     python benchmarks/merging.py                 # both parts
     python benchmarks/merging.py --part quality  # or --part scale
+    python benchmarks/merging.py --part driver --sizes 10000000 100000000
 
 Quality: a generated aerial scene (cars and trucks, parked in rows 2-5 px apart,
 many across tile seams; trucks longer than the smaller overlaps) through the full
@@ -13,15 +14,27 @@ Scale: simulated per-tile detections of a large mosaic (objects 8-60 px, tiles o
 256 px, overlap 0.2, fragments where tiles cut objects), merged by each strategy;
 time and peak memory for 10^4 .. 10^7 detections. Ownership's time includes its
 per-tile core filter (which, in a real run, happens in the workers).
+
+Driver (``--part driver``): the default merge alone as the driver runs it, at sizes
+counted as the driver counts them (detections already filtered to their tile's core,
+as the workers return them): the same simulation, written to disk a block at a time,
+then merged and sorted (as `geodet.detect` sorts) in a fresh process, whose peak
+resident memory is reported with its input's size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -72,17 +85,26 @@ def quality(size: int, seed: int) -> None:
 def simulate(n_target: int, seed: int) -> tuple[Detections, np.ndarray]:
     """Per-tile detections (before any merging) of a square mosaic of random objects,
     and the core of each detection's tile."""
+    parts, cores = zip(*blocks(int(n_target / PER_OBJECT), seed), strict=True)
+    return Detections.concat(list(parts)), np.concatenate(cores)
+
+
+#: Detections per object before merging, on average (measured), and after the core
+#: filter of the ownership merge (1.01: the seam pieces of objects cut by a core edge).
+PER_OBJECT, OWNED_PER_OBJECT = 1.7, 1.01
+
+
+def blocks(n_obj: int, seed: int, block: int = 1_000_000):
+    """`simulate`'s detections and their tiles' cores, ``block`` objects at a time."""
     rng = np.random.default_rng(seed)
     ov = round(OVERLAP * TILE)
     step = TILE - ov
-    per_object = 1.7  # detections per object before merging, on average (measured)
-    n_obj = int(n_target / per_object)
     density = 1 / 2500  # objects per pixel: a busy car park
     side = int(math.sqrt(n_obj / density))
     n_tiles = max(1, math.ceil((side - ov) / step))
-    parts, cores = [], []
-    for start in range(0, n_obj, 1_000_000):
-        m = min(1_000_000, n_obj - start)
+    for start in range(0, n_obj, block):
+        m = min(block, n_obj - start)
+        parts, cores = [], []
         wh = rng.uniform(8, 60, (m, 2))
         xy = rng.uniform(0, n_tiles * step + ov - wh)
         obj = np.hstack([xy, xy + wh])
@@ -108,7 +130,7 @@ def simulate(n_target: int, seed: int) -> tuple[Detections, np.ndarray]:
                 core[ti == 0, 0] = core[tj == 0, 1] = -np.inf
                 core[ti == n_tiles - 1, 2] = core[tj == n_tiles - 1, 3] = np.inf
                 cores.append(core[keep])
-    return Detections.concat(parts), np.concatenate(cores)
+        yield Detections.concat(parts), np.concatenate(cores)
 
 
 def peak_rss_mib() -> float:
@@ -136,9 +158,95 @@ def scale(sizes: list[int], global_max: int, seed: int) -> None:
         del dets, cores
 
 
+def write_owned(n_target: int, seed: int, folder: Path) -> int:
+    """About ``n_target`` detections as the driver receives them for the default merge
+    (`simulate`'s, filtered to their tile's core as the workers filter them), written
+    field by field to raw files in ``folder`` a block at a time, so that no more than
+    one block is ever held here; return how many."""
+    folder.mkdir(parents=True)
+    n, dtypes = 0, {}
+    for dets, cores in blocks(int(n_target / OWNED_PER_OBJECT), seed):
+        mine = owned(dets.centres, cores.T)
+        for name, array in {**{f.name: getattr(dets, f.name) for f in fields(dets)},
+                            "cores": cores}.items():
+            with open(folder / f"{name}.bin", "ab") as f:
+                np.ascontiguousarray(array[mine]).tofile(f)
+            dtypes[name] = [array.dtype.str, list(array.shape[1:])]
+        n += int(mine.sum())
+    (folder / "fields.json").write_text(json.dumps(dtypes))
+    return n
+
+
+def merge_files(folder: Path) -> dict:
+    """In a fresh process: load what `write_owned` wrote, merge it by ownership and
+    sort it as `geodet.detect` does; times, sizes and the process's peak memory."""
+    fields_ = {name: np.fromfile(folder / f"{name}.bin", dtype=np.dtype(dt)).reshape(-1, *shape)
+               for name, (dt, shape) in json.loads((folder / "fields.json").read_text()).items()}
+    cores = fields_.pop("cores")
+    dets = Detections(**fields_)
+    del fields_
+    loaded = rss_now()
+    t = time.perf_counter()
+    merged = merge(dets, "ownership", 0.5, 0.5, cores=cores)
+    merge_s, merge_peak = time.perf_counter() - t, peak_rss_mib()
+    t = time.perf_counter()
+    merged.sorted()
+    return {"detections": len(dets), "kept": len(merged),
+            "input_mib": (sum(getattr(dets, f.name).nbytes for f in fields(dets))
+                          + cores.nbytes) / 2**20,
+            "loaded_mib": loaded, "merge_s": merge_s, "merge_peak_mib": merge_peak,
+            "sorted_s": time.perf_counter() - t, "sorted_peak_mib": peak_rss_mib()}
+
+
+def rss_now() -> float:
+    """This process's resident memory now, MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def driver(sizes: list[int], seed: int, work: Path | None, max_gib: float | None) -> None:
+    """The default merge at scale, as the driver runs it: each size's detections are
+    generated here, written to disk, and merged in a fresh process whose peak resident
+    memory is the merge's (with its input and Python's own). ``max_gib``: the child's
+    address space limit, so that a size that does not fit fails with a MemoryError
+    rather than wake the kernel's OOM killer on a shared machine."""
+
+    def limit() -> None:
+        if max_gib:
+            size = int(max_gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    print("\n| detections in | kept | input MiB | RSS loaded MiB | merge s | peak RSS MiB "
+          "(merge) | sort s | peak RSS MiB (merge + sort) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n in sizes:
+        folder = Path(tempfile.mkdtemp(prefix="geodet-merge-", dir=work)) / "owned"
+        try:
+            write_owned(n, seed, folder)
+            child = subprocess.run([sys.executable, __file__, "--merge-files", str(folder)],
+                                   capture_output=True, text=True, preexec_fn=limit)
+        finally:
+            shutil.rmtree(folder.parent)
+        if child.returncode:
+            print(f"| ~{n:,} | failed: exit {child.returncode} "
+                  f"{child.stderr.strip().splitlines()[-1:] or '(killed)'} |||||||")
+            continue
+        r = json.loads(child.stdout.splitlines()[-1])
+        print(f"| {r['detections']:,} | {r['kept']:,} | {r['input_mib']:,.0f} "
+              f"| {r['loaded_mib']:,.0f} | {r['merge_s']:.1f} | {r['merge_peak_mib']:,.0f} "
+              f"| {r['sorted_s']:.1f} | {r['sorted_peak_mib']:,.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["quality", "scale", "both"], default="both")
+    parser.add_argument("--part", choices=["quality", "scale", "both", "driver"],
+                        default="both", help="driver: the default merge alone at --sizes "
+                        "as the driver runs it (not part of both)")
+    parser.add_argument("--work", type=Path, help="driver: where the detections are "
+                        "written (about 92 bytes each)")
+    parser.add_argument("--max-gib", type=float, help="driver: the merging process's "
+                        "address space limit, GiB")
+    parser.add_argument("--merge-files", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=3072, help="quality scene side")
     parser.add_argument("--sizes", type=int, nargs="+",
                         default=[10**4, 10**5, 10**6, 10**7])
@@ -146,6 +254,12 @@ def main() -> None:
                         help="largest input for the global strategies (nms, nmm)")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
+    if args.merge_files:  # driver's child
+        print(json.dumps(merge_files(args.merge_files)))
+        return
+    if args.part == "driver":
+        driver(args.sizes, args.seed, args.work, args.max_gib)
+        return
     if args.part in ("quality", "both"):
         quality(args.size, args.seed)
     if args.part in ("scale", "both"):

@@ -14,12 +14,14 @@ Strategies (`Strategy`):
   (SAHI's default): removes fragments but can merge packed neighbours.
 
 Candidate pairs always come from a shapely 2 `STRtree`, so cost grows with the number
-of overlapping pairs, never with the square of the number of detections.
+of overlapping pairs, never with the square of the number of detections. Shapely boxes
+cost about 500 bytes each, so above `STRIP` boxes the tree is built strip by strip
+(`_intersecting`): memory stays bounded, the pairs are the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -29,6 +31,8 @@ from geodet.detections import Detections
 
 Strategy = Literal["ownership", "nms", "nmm"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+#: Most boxes in one STRtree (about 130 MB of shapely boxes and tree).
+STRIP = 1 << 18
 
 
 def pair_overlaps(boxes: np.ndarray, i: np.ndarray, j: np.ndarray):
@@ -61,15 +65,52 @@ def _rank(dets: Detections) -> tuple[np.ndarray, np.ndarray]:
 def _pairs(dets: Detections, rank: np.ndarray, class_aware: bool, cross_tile: bool):
     """Intersecting pairs ``(i, j)`` with ``i`` ranked above ``j``, of one scene (and
     one class, and different tiles, when asked)."""
-    b = dets.boxes
-    tree = shapely.STRtree(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
-    i, j = tree.query(tree.geometries, predicate="intersects")
+    i, j = _intersecting(dets.boxes)
     keep = (rank[i] < rank[j]) & (dets.scene_ids[i] == dets.scene_ids[j])
     if class_aware:
         keep &= dets.class_ids[i] == dets.class_ids[j]
     if cross_tile:
         keep &= dets.tile_ids[i] != dets.tile_ids[j]
     return i[keep], j[keep]
+
+
+def _intersecting(b: np.ndarray, strip: int = STRIP) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(i, j)`` of boxes that intersect (edges touching included), in both
+    orders and with ``i == j``, as ``STRtree.query(..., predicate="intersects")`` gives.
+
+    More than ``strip`` boxes are cut into horizontal strips of about ``strip`` boxes
+    each (by their lower y), a tree per strip holding every box that reaches into it.
+    Two intersecting boxes share the lower y of their intersection, so both are in
+    that point's strip; a pair is kept only there, so it comes out once.
+    """
+    n = len(b)
+    if n <= strip:
+        tree = shapely.STRtree(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
+        return tree.query(tree.geometries, predicate="intersects")
+    lo, hi = np.minimum(b[:, 1], b[:, 3]), np.maximum(b[:, 1], b[:, 3])  # as shapely.box
+    edges = np.sort(lo)[::strip]  # strip k holds the y in [edges[k], edges[k + 1])
+
+    def strip_of(y: np.ndarray) -> np.ndarray:
+        return np.searchsorted(edges, y, side="right") - 1
+
+    first = strip_of(lo)
+    span = strip_of(hi) - first + 1
+    members = np.repeat(np.arange(n), span)  # each box once per strip it reaches
+    strips = np.repeat(first - np.cumsum(span) + span, span) + np.arange(len(members))
+    by_strip = np.argsort(strips, kind="stable")
+    members, starts = members[by_strip], np.searchsorted(strips[by_strip],
+                                                           np.arange(len(edges) + 1))
+    del strips, by_strip
+    pairs_i, pairs_j = [], []
+    for k in range(len(edges)):
+        ids = members[starts[k]:starts[k + 1]]
+        if len(ids):
+            i, j = _intersecting(b[ids], len(ids))
+            i, j = ids[i], ids[j]
+            here = strip_of(np.maximum(lo[i], lo[j])) == k
+            pairs_i.append(i[here])
+            pairs_j.append(j[here])
+    return np.concatenate(pairs_i), np.concatenate(pairs_j)
 
 
 def _greedy(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -142,7 +183,23 @@ def seam_merge(dets: Detections, cores: np.ndarray, iou: float, ios: float,
     i, j = _pairs(seam, rank, class_aware, cross_tile=True)
     o_iou, o_ios = pair_overlaps(seam.boxes, i, j)
     merged = _resolve(seam, order, rank, i, j, (o_iou > iou) | (o_ios > ios), unite=True)
-    return Detections.concat([dets.take(~near), merged])
+    del seam, order, rank, i, j, o_iou, o_ios
+    return _take_then(dets, ~near, merged)
+
+
+def _take_then(dets: Detections, mask: np.ndarray, tail: Detections) -> Detections:
+    """``Detections.concat([dets.take(mask), tail])``, each column written once into
+    its result (the concatenation of a `take` holds the kept part twice)."""
+    n = int(mask.sum())
+    columns = {}
+    for f in fields(Detections):
+        column, end = getattr(dets, f.name), getattr(tail, f.name)
+        out = np.empty((n + len(end), *column.shape[1:]),
+                       dtype=np.result_type(column, end))
+        np.compress(mask, column, axis=0, out=out[:n])
+        out[n:] = end
+        columns[f.name] = out
+    return Detections(**columns)
 
 
 def merge(dets: Detections, strategy: Strategy, iou: float, ios: float, class_aware: bool = True,

@@ -3,12 +3,17 @@
 Beside the output ``OUT.gpkg`` a SQLite file ``OUT.gpkg.progress`` records, for
 every finished chunk of tiles in one transaction, each tile's outcome and the
 detections it kept (in scene pixels, before the global merge). A tile is therefore
-either fully recorded or not at all. ``--resume`` reloads what was done, runs the
-rest (failed tiles again), and merges as an uninterrupted run would; the file is
-removed once the GeoPackage is complete. A fingerprint of the run's inputs and
-settings (`geodet.provenance.fingerprint`) guards against resuming a different job.
-A run without an output records nothing. The tiles layer is written from this record
-(`outcomes`), in batches, so no run holds an object per tile in memory.
+either fully recorded or not at all. The file is in WAL mode with ``synchronous =
+NORMAL``: a commit appends to ``OUT.gpkg.progress-wal`` without waiting for the disk,
+so the driver keeps pace with a cluster (benchmarks/dispatch.py); a chunk recorded
+survives the process being killed however it is killed, and a power cut may lose the
+last chunks recorded, never leave part of one (they run again on ``--resume``).
+``--resume`` reloads what was done, runs the rest (failed tiles again), and merges as
+an uninterrupted run would; the file is removed once the GeoPackage is complete. A
+fingerprint of the run's inputs and settings (`geodet.provenance.fingerprint`) guards
+against resuming a different job. A run without an output records nothing. The tiles
+layer is written from this record (`outcomes`), in batches, so no run holds an object
+per tile in memory.
 
 For an output URL (``s3://bucket/cars.gpkg``) the record lives beside it in the
 bucket (``s3://bucket/cars.gpkg.progress``), where a rerun on a fresh machine finds
@@ -50,7 +55,12 @@ CREATE TABLE IF NOT EXISTS tiles (scene INTEGER, tile_id INTEGER, status TEXT,
     n_detections INTEGER, error TEXT, PRIMARY KEY (scene, tile_id));
 CREATE TABLE IF NOT EXISTS detections (scene INTEGER, tile_id INTEGER, x0 REAL, y0 REAL,
     x1 REAL, y1 REAL, score REAL, class_id INTEGER, angle REAL);
+CREATE INDEX IF NOT EXISTS detections_tile ON detections (scene, tile_id);
 """
+#: Set on every connection to a record file (see module doc). WAL keeps two files
+#: beside the record while it is open (`SIDE_FILES`), gone once it is closed.
+PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
+SIDE_FILES = ("-wal", "-shm")
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,12 +85,17 @@ def progress_path(out: Path | str) -> Path | str:
 
 
 def _tiles_in(path: Path) -> int | str:
-    """How many tiles a progress record holds ("some" if it cannot be read)."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            return db.execute("SELECT count(*) FROM tiles").fetchone()[0]
-    except sqlite3.Error:
-        return "some"
+    """How many tiles a progress record holds ("some" if it cannot be read). Opened
+    for writing where it can be: closing it then folds a killed run's WAL into the file
+    and removes the WAL files, which a read-only connection would leave behind."""
+    for mode in ("rw", "ro"):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode={mode}",
+                                                    uri=True)) as db:
+                return db.execute("SELECT count(*) FROM tiles").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    return "some"
 
 
 class ResumeRecord:
@@ -101,6 +116,8 @@ class ResumeRecord:
             self._discard(overwrite)
         try:
             self.db = sqlite3.connect(self.path or ":memory:")
+            for pragma in PRAGMAS if self.path is not None else ():
+                self.db.execute(pragma)
             self.db.executescript(SCHEMA)
             row = self.db.execute("SELECT fingerprint FROM run").fetchone()
             if row is None:
@@ -125,7 +142,7 @@ class ResumeRecord:
                              "start afresh")
         if tiles:
             log.warning("%s: starting afresh (--overwrite)", what)
-        self.path.unlink()
+        _remove(self.path)
 
     def __enter__(self) -> ResumeRecord:
         return self
@@ -139,7 +156,7 @@ class ResumeRecord:
             return
         tiles = _tiles_in(self.path)
         if not tiles:  # nothing to keep
-            self.path.unlink()
+            _remove(self.path)
         elif isinstance(error, KeyboardInterrupt | OutputError):
             error.add_note(f"{tiles} tiles done are kept in {self.path}: run the same "
                            "command with --resume to continue")
@@ -198,6 +215,10 @@ class ResumeRecord:
                     strict=True))
 
     def _upload(self) -> None:
+        try:  # everything committed into the file itself: the upload is the file alone
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            raise OutputError.writing(self.path, e) from None
         storage.upload(self.path, self.url)
         self._uploaded = time.monotonic()
 
@@ -205,7 +226,14 @@ class ResumeRecord:
         """The output is complete: drop the progress file."""
         self.db.close()
         if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path)
+            _remove(self.path)
         if self.url is not None:
             storage.remove(self.url)
+
+
+def _remove(path: Path) -> None:
+    """Remove a record file and its WAL files (a killed run leaves them): a WAL file
+    left beside a new record of the same name would be taken for its own."""
+    for name in (path, *(path.with_name(path.name + side) for side in SIDE_FILES)):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)

@@ -98,3 +98,38 @@ def test_merge_dispatch():
     assert len(merge(d, "ownership", iou=0.5, ios=0.5, cores=cores)) == 2  # inside cores
     with pytest.raises(ValueError, match="unknown merge strategy"):
         merge(d, "vote", iou=0.5, ios=0.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 300), strip=st.integers(1, 40),
+       grid=st.booleans())
+def test_strips_find_the_pairs_one_tree_finds_and_merge_the_same(seed, n, strip, grid):
+    """Above `STRIP` boxes the tree is built strip by strip (bounded memory): the same
+    pairs, touching edges and boxes across many strips included, so the same merge."""
+    import shapely
+
+    from geodet import merge as merging
+
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = rng.uniform(0.5, 30, (n, 2))
+    if grid:  # integer boxes: many touch
+        xy, wh = np.round(xy / 4), np.round(wh / 4) + 1
+    wh[: n // 20, 1] = 150  # tall ones
+    boxes = np.hstack([xy, xy + wh])
+    tree = shapely.STRtree(shapely.box(*boxes.T))
+    expected = tree.query(tree.geometries, predicate="intersects")
+    i, j = merging._intersecting(boxes, strip)
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) \
+        == sorted(zip(*expected.tolist(), strict=True))
+
+    d = Detections.build(boxes, rng.choice([0.5, 0.7, 0.9], n), rng.integers(0, 2, n), 0,
+                         rng.integers(0, 4, n))
+    cores = np.hstack([xy - 3, xy + 8])
+    before = [nms(d, 0.5), nmm(d, 0.5), seam_merge(d, cores, 0.5, 0.5)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(merging, "STRIP", strip)
+        after = [nms(d, 0.5), nmm(d, 0.5), seam_merge(d, cores, 0.5, 0.5)]
+    for a, b in zip(before, after, strict=True):
+        for name in ("boxes", "scores", "class_ids", "tile_ids"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
