@@ -4,7 +4,7 @@ import numpy as np
 import rasterio
 
 from geodet.preprocess import to_model_input, unit_range
-from geodet.read import TileReader, data_extent, data_mask, tiles_with_data
+from geodet.read import TileReader, data_mask, tiles_with_data
 from geodet.scene import open_scene
 from geodet.tiling import plan_grid, plan_tiles
 from tests.helpers import write_tif
