@@ -28,9 +28,10 @@ def write_job(path: Path, **keys) -> Path:
 
 @pytest.fixture
 def scene(tmp_path):
-    """Two tiles of valid pixels and two of nodata (128 px tiles, no overlap)."""
+    """Two tiles of valid pixels with two of nodata between them (128 px tiles, no
+    overlap)."""
     data = scene_with_squares((128, 512), [(20, 30)])
-    data[:, :, 256:] = 0
+    data[:, :, 128:384] = 0
     (tmp_path / "data").mkdir()
     return write_tif(tmp_path / "data" / "s.tif", data, nodata=0)
 
