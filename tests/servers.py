@@ -92,9 +92,10 @@ class _RangeHandler(SimpleHTTPRequestHandler):
             with open(path, "rb") as f:
                 f.seek(start)
                 data = f.read(end - start + 1)
-            self.wfile.write(data)
-            key = self.path.split("?", 1)[0]
+            key = self.path.split("?", 1)[0]  # counted before sending: a client that
+            # has its bytes must see them counted
             self.server_state.sent[key] = self.server_state.sent.get(key, 0) + len(data)
+            self.wfile.write(data)
 
 
 @pytest.fixture
