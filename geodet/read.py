@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import rasterio
@@ -154,14 +155,22 @@ class Tile:
     valid: np.ndarray | None  # (h, w) bool, False on nodata and padding; None: all valid
     scale: tuple[float, float]  # output pixels per source pixel (sx, sy)
 
+    @cached_property
+    def _valid_table(self) -> np.ndarray:
+        """The summed-area table of ``valid``, built once per tile (the box filter and
+        the clipping to the data both ask)."""
+        h, w = self.valid.shape
+        table = np.zeros((h + 1, w + 1))
+        table[1:, 1:] = self.valid.cumsum(0).cumsum(1)
+        return table
+
     def valid_fraction(self, boxes: np.ndarray) -> np.ndarray:
         """The fraction of valid pixels under each ``(N, 4)`` box (tile pixels, x0 y0
         x1 y1, clipped to the tile), from a summed-area table."""
         if self.valid is None:
             return np.ones(len(boxes))
         h, w = self.valid.shape
-        table = np.zeros((h + 1, w + 1))
-        table[1:, 1:] = self.valid.cumsum(0).cumsum(1)
+        table = self._valid_table
         x0, x1 = (np.clip(np.round(boxes[:, i]), 0, w).astype(int) for i in (0, 2))
         y0, y1 = (np.clip(np.round(boxes[:, i]), 0, h).astype(int) for i in (1, 3))
         area = (x1 - x0) * (y1 - y0)
