@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,14 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
             "by_label": by_label, "others": max(0.0, busy - mine) / wall}
 
 
+def alternated(names: list[str], repeat: int) -> Iterator[tuple[int, str]]:
+    """``(round, name)`` for ``repeat`` rounds over ``names``, each round starting one
+    further along (on a shared machine, no contender always runs first or last)."""
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            yield r, name
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, str], list[str]]:
     """``NAME=ENV=VALUE ... --flag value ...`` -> (name, env, flags)."""
     name, _, spec = text.partition("=")
@@ -356,22 +365,20 @@ def main() -> None:
           f"{args.overlap}, batch {args.batch}; {args.repeat} alternated rounds; "
           f"{os.cpu_count()} CPUs, ONNX Runtime {ort.__version__}", flush=True)
     runs: dict[str, list[dict]] = {name: [] for name in rows}
-    for r in range(args.repeat):
-        order = list(rows)[r % len(rows):] + list(rows)[:r % len(rows)]
-        for name in order:
-            cmd, env = rows[name]
-            wait_quiet(args.quiet)
-            m = measure(cmd, env)
-            if cmd[1] == __file__:
-                m.update(json.loads(m["stdout"]))
-                m["wall"] = m.get("seconds", m["wall"])
-            else:  # "N detections in T tiles (...)" from the CLI, stage times from the run
-                words = m["stdout"].split()
-                m.update(detections=int(words[0]), tiles=int(words[3]))
-                m.update(pyogrio.read_dataframe(out, layer=RUNS_TABLE).iloc[0])
-            runs[name].append(m)
-            print(f"  round {r + 1} {name:<24} {m['wall']:7.2f} s  others "
-                  f"{m['others']:.2f} cores", file=sys.stderr, flush=True)
+    for r, name in alternated(list(rows), args.repeat):
+        cmd, env = rows[name]
+        wait_quiet(args.quiet)
+        m = measure(cmd, env)
+        if cmd[1] == __file__:
+            m.update(json.loads(m["stdout"]))
+            m["wall"] = m.get("seconds", m["wall"])
+        else:  # "N detections in T tiles (...)" from the CLI, stage times from the run
+            words = m["stdout"].split()
+            m.update(detections=int(words[0]), tiles=int(words[3]))
+            m.update(pyogrio.read_dataframe(out, layer=RUNS_TABLE).iloc[0])
+        runs[name].append(m)
+        print(f"  round {r + 1} {name:<24} {m['wall']:7.2f} s  others "
+              f"{m['others']:.2f} cores", file=sys.stderr, flush=True)
 
     report(runs, args.size * args.size / 1e6)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import rasterio
 import rasterio.shutil
-from compare import grid, measure, wait_quiet  # benchmarks/, this script's folder
+from compare import alternated, grid, measure, wait_quiet  # benchmarks/, this script's folder
 from rasterio.windows import Window
 
 JPEG = {"driver": "GTiff", "tiled": True, "blockxsize": 512, "blockysize": 512,
@@ -164,22 +164,20 @@ def main() -> None:
           f"{scene.stat().st_size / 2**20:.0f} MiB), zero-cost model at {args.imgsz} px, "
           f"overlap 0.2; {args.repeat} alternated rounds", flush=True)
     runs: dict[str, list[dict]] = {name: [] for name in rows}
-    for r in range(args.repeat):
-        order = list(rows)[r % len(rows):] + list(rows)[:r % len(rows)]
-        for name in order:
-            cmd, small = rows[name]
-            wait_quiet(args.quiet)
-            m = measure(cmd)
-            if small is None:
-                m.update(json.loads(m["stdout"]))
-            else:
-                fixed = measure(small)
-                m.update(tiles=int(m["stdout"].split()[3]), fixed=fixed["wall"],
-                         seconds=m["wall"] - fixed["wall"])
-            runs[name].append(m)
-            print(f"  round {r + 1} {name:<16} {m['seconds']:7.2f} s steady, "
-                  f"{m['wall']:6.2f} s wall, others {m['others']:.2f} cores",
-                  file=sys.stderr, flush=True)
+    for r, name in alternated(list(rows), args.repeat):
+        cmd, small = rows[name]
+        wait_quiet(args.quiet)
+        m = measure(cmd)
+        if small is None:
+            m.update(json.loads(m["stdout"]))
+        else:
+            fixed = measure(small)
+            m.update(tiles=int(m["stdout"].split()[3]), fixed=fixed["wall"],
+                     seconds=m["wall"] - fixed["wall"])
+        runs[name].append(m)
+        print(f"  round {r + 1} {name:<16} {m['seconds']:7.2f} s steady, "
+              f"{m['wall']:6.2f} s wall, others {m['others']:.2f} cores",
+              file=sys.stderr, flush=True)
     report(runs)
 
 
