@@ -29,11 +29,16 @@ def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
 
 
-def _best_class(cls_scores: np.ndarray, weight: np.ndarray | None = None):
-    """Per-candidate best class and its score from ``(N, nc)`` scores."""
-    ids = cls_scores.argmax(axis=1)
-    scores = cls_scores[np.arange(len(ids)), ids]
-    return ids, scores if weight is None else scores * weight
+def _best_class(cls_scores: np.ndarray, conf: float, weight: np.ndarray | None = None):
+    """The candidates whose best class scores at least ``conf``, from ``(N, nc)``
+    scores: their indexes, best class and score. The best score is a max over the
+    classes, which numpy vectorises along the model's own layout; the argmax, which
+    it does not, runs on the few candidates kept (a YOLO grid has thousands a tile)."""
+    scores = cls_scores.max(axis=1)
+    if weight is not None:
+        scores = scores * weight
+    keep = np.flatnonzero(scores >= conf)
+    return keep, cls_scores[keep].argmax(axis=1), scores[keep]
 
 
 def _select(boxes, scores, ids, conf, angles=None) -> Decoded:
@@ -48,8 +53,8 @@ def decode_ultralytics(outputs, conf, size) -> list[Decoded]:
     result = []
     for pred in outputs[0]:
         p = pred.T  # (N, 4 + nc)
-        ids, scores = _best_class(p[:, 4:])
-        result.append(_select(cxcywh_to_xyxy(p[:, :4]), scores, ids, conf))
+        keep, ids, scores = _best_class(p[:, 4:], conf)
+        result.append(_select(cxcywh_to_xyxy(p[keep, :4]), scores, ids, conf))
     return result
 
 
@@ -59,8 +64,8 @@ def decode_obb(outputs, conf, size) -> list[Decoded]:
     result = []
     for pred in outputs[0]:
         p = pred.T
-        ids, scores = _best_class(p[:, 4:-1])
-        result.append(_select(cxcywh_to_xyxy(p[:, :4]), scores, ids, conf, p[:, -1]))
+        keep, ids, scores = _best_class(p[:, 4:-1], conf)
+        result.append(_select(cxcywh_to_xyxy(p[keep, :4]), scores, ids, conf, p[keep, -1]))
     return result
 
 
@@ -69,8 +74,8 @@ def decode_yolov5(outputs, conf, size) -> list[Decoded]:
     probabilities; score = objectness x class probability."""
     result = []
     for p in outputs[0]:
-        ids, scores = _best_class(p[:, 5:], weight=p[:, 4])
-        result.append(_select(cxcywh_to_xyxy(p[:, :4]), scores, ids, conf))
+        keep, ids, scores = _best_class(p[:, 5:], conf, weight=p[:, 4])
+        result.append(_select(cxcywh_to_xyxy(p[keep, :4]), scores, ids, conf))
     return result
 
 
@@ -85,8 +90,8 @@ def decode_detr(outputs, conf, size) -> list[Decoded]:
     scale = np.array([size[0], size[1], size[0], size[1]], dtype=np.float64)
     result = []
     for p in outputs[0]:
-        ids, scores = _best_class(p[:, 4:])
-        result.append(_select(cxcywh_to_xyxy(p[:, :4]) * scale, scores, ids, conf))
+        keep, ids, scores = _best_class(p[:, 4:], conf)
+        result.append(_select(cxcywh_to_xyxy(p[keep, :4]) * scale, scores, ids, conf))
     return result
 
 
