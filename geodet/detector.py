@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geodet.blocks import Blocks
 from geodet.decode import DECODERS
 from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.errors import one_line
@@ -46,7 +47,9 @@ class TileDetector:
 
     Tiles are read by ``readers`` threads, each with its own open datasets, ahead of
     inference (``readers + 1`` batches ahead), so that decoding and preprocessing on
-    several cores keep the model busy; inference runs on the calling thread.
+    several cores keep the model busy; inference runs on the calling thread. The
+    threads cut tiles from one shared cache of decoded blocks (`geodet.blocks`), so
+    that neighbouring tiles on different threads do not decode the same blocks.
     """
 
     def __init__(self, model: bytes, settings: Settings, options: Options, device: str,
@@ -62,6 +65,7 @@ class TileDetector:
         self._buffer = np.empty((max(settings.batch_size, m.batch or 0), m.channels, height,
                                  width), np.float32)  # the model input, reused
         self._local = threading.local()  # a TileReader per reader thread
+        self._blocks = Blocks()  # decoded once for all of them
         self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="geodet-read")
 
     def provider_name(self) -> str:
@@ -70,10 +74,11 @@ class TileDetector:
     def _read(self, spec: TileSpec, tries: int = 0, due: float = 0.0) -> Read:
         """Read one tile on a reader thread (a retry not before ``due``, monotonic);
         a tile that cannot be read is reported, not raised."""
-        time.sleep(max(0.0, due - time.monotonic()))
+        if due:  # a retry (a sleep of 0 would still give up the GIL for nothing)
+            time.sleep(max(0.0, due - time.monotonic()))
         t = time.perf_counter()
         if not hasattr(self._local, "reader"):
-            self._local.reader = TileReader(list(self.s.scenes))
+            self._local.reader = TileReader(list(self.s.scenes), self._blocks)
         tile, error = self._local.reader.try_read(spec, self.s.input_size,
                                                   self.s.tiles[spec.scene])
         return Read(spec, tile, error, time.perf_counter() - t, tries + 1)
@@ -91,6 +96,8 @@ class TileDetector:
         """One tile's model boxes -> scene pixels (clipped to the data), NMS within the
         tile, core filter."""
         boxes, scores, class_ids, angles = decoded
+        if not len(scores):  # most tiles of most scenes
+            return Detections.empty()
         on_data = tile.valid_fraction(boxes) >= self.options.min_valid
         boxes = tile_to_scene(tile.clip_to_valid(boxes, angles == 0), angles, tile.scale,
                               spec)

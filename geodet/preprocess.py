@@ -26,12 +26,30 @@ def unit_range(data: np.ndarray, value_range: ValueRange,
     lo, hi = (np.array(v, np.float64).reshape(-1, 1, 1)
               for v in zip(*value_range, strict=True))
     scale = (1.0 / (hi - lo)).astype(np.float32)
+    x = _scaled(data, lo, scale, out)
+    if _may_leave_unit(data.dtype, lo, scale):
+        np.clip(x, 0, 1, out=x)
+    return x
+
+
+def _scaled(data: np.ndarray, lo: np.ndarray, scale: np.ndarray,
+            out: np.ndarray | None = None) -> np.ndarray:
     if lo.any():
         x = np.subtract(data, lo.astype(np.float32), out=out, dtype=np.float32)
         x *= scale
-    else:
-        x = np.multiply(data, scale, out=out, dtype=np.float32)
-    return np.clip(x, 0, 1, out=x)
+        return x
+    return np.multiply(data, scale, out=out, dtype=np.float32)
+
+
+def _may_leave_unit(dtype: np.dtype, lo: np.ndarray, scale: np.ndarray) -> bool:
+    """Whether values of ``dtype`` can map outside 0..1: not when the range covers
+    the whole integer type (8-bit data as 0..255), judged on the type's two ends
+    through the same arithmetic, so that skipping the clip changes no bit."""
+    if not np.issubdtype(dtype, np.integer):
+        return True
+    info = np.iinfo(dtype)
+    ends = _scaled(np.array([info.min, info.max], dtype).reshape(1, 1, 2), lo, scale)
+    return bool((ends < 0).any() or (ends > 1).any())
 
 
 def to_model_input(tiles: Sequence[np.ndarray], ranges: Sequence[ValueRange],
@@ -46,18 +64,26 @@ def to_model_input(tiles: Sequence[np.ndarray], ranges: Sequence[ValueRange],
     std`` per channel when the model declares them (Deepness metadata). Models that
     take uint8 get 0..255 (8-bit scenes: their values as they are). NHWC models get
     NHWC. ``batch``: a model's fixed batch, padded with zeros. ``buffer``: a float32
-    array of at least that shape, reused from call to call (a batch of fresh arrays
-    costs more in page faults than the arithmetic does).
+    (uint8, for what goes to the model as uint8) array of at least that shape, reused
+    from call to call (a batch of fresh arrays costs more in page faults than the
+    arithmetic does).
     """
     n, shape = len(tiles), tiles[0].shape
     rows = max(n, batch or 0)
+
+    def reused(dtype: type) -> np.ndarray:
+        fits = (buffer is not None and buffer.dtype == dtype and len(buffer) >= rows
+                and buffer.shape[1:] == shape)
+        return buffer[:rows] if fits else np.empty((rows, *shape), dtype)
+
     if input_dtype == "uint8" and all(t.dtype == np.uint8 and _is_8bit(r)
                                       for t, r in zip(tiles, ranges, strict=True)):
-        x = np.zeros((rows, *shape), np.uint8)
-        x[:n] = tiles
+        x = reused(np.uint8)
+        for i, tile in enumerate(tiles):  # not x[:n] = tiles: that stacks them first
+            x[i] = tile
+        x[n:] = 0
     else:
-        fits = buffer is not None and len(buffer) >= rows and buffer.shape[1:] == shape
-        x = buffer[:rows] if fits else np.empty((rows, *shape), np.float32)
+        x = reused(np.float32)
         for i, (tile, value_range) in enumerate(zip(tiles, ranges, strict=True)):
             unit_range(tile, value_range, out=x[i])
         x[n:] = 0
@@ -74,3 +100,4 @@ def to_model_input(tiles: Sequence[np.ndarray], ranges: Sequence[ValueRange],
 
 def _is_8bit(value_range: ValueRange) -> bool:
     return value_range is not None and all(r == (0, 255) for r in value_range)
+

@@ -18,6 +18,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from geodet.blocks import Block, Blocks
 from geodet.scene import SceneInfo
 from geodet.tiling import Grid, TileSpec
 
@@ -32,6 +33,9 @@ MASK_PLAN_SIDE = 2048
 #: The largest mask cell (scene pixels a side) for which the data's extent is made
 #: exact from full-resolution strips (rasters up to 16384 pixels a side).
 EXACT_EDGE_CELLS = 8
+#: The smallest block side that tiles are cut from (`geodet.blocks`): smaller blocks,
+#: such as a VRT's 128 px, cost more in calls than sharing them saves in decoding.
+MIN_BLOCK_SIDE = 256
 READ_ATTEMPTS = 3  # for remote scenes; a local read error is final
 READ_BACKOFF_S = 0.1
 REASON_CHARS = 500
@@ -202,15 +206,28 @@ class Tile:
 
 class TileReader:
     """Reads tiles with windowed reads, one open dataset per scene (a reader belongs
-    to one thread: GDAL datasets are not shared between threads)."""
+    to one thread: GDAL datasets are not shared between threads).
 
-    def __init__(self, scenes: list[SceneInfo]) -> None:
+    With ``blocks`` (shared by the reader threads of one detector), a tile read at
+    the scene's own resolution from a tiled raster is cut from the scene's decoded
+    blocks, each decoded once for all the threads; its pixels and mask are those of
+    a direct windowed read, bit for bit. Other tiles (resampled, or from untiled or
+    finely tiled rasters) are read directly."""
+
+    def __init__(self, scenes: list[SceneInfo], blocks: Blocks | None = None) -> None:
         self._scenes = scenes
+        self._blocks = blocks
         self._open: dict[int, rasterio.DatasetReader] = {}
+        self._block_shape: dict[int, tuple[int, int] | None] = {}  # (h, w) to cut from
 
     def _dataset(self, scene: int) -> rasterio.DatasetReader:
         if scene not in self._open:
-            self._open[scene] = rasterio.open(self._scenes[scene].path)
+            ds = self._open[scene] = rasterio.open(self._scenes[scene].path)
+            shapes = {ds.block_shapes[b - 1] for b in self._scenes[scene].bands}
+            shape = shapes.pop() if len(shapes) == 1 else None
+            self._block_shape[scene] = shape if (
+                self._blocks is not None and shape is not None
+                and min(shape) >= MIN_BLOCK_SIDE) else None
         return self._open[scene]
 
     def read(self, spec: TileSpec, out_size: tuple[int, int], tile: tuple[int, int]) -> Tile:
@@ -232,12 +249,15 @@ class TileReader:
         w = min(out_size[0], max(1, round(spec.width * sx)))
         h = min(out_size[1], max(1, round(spec.height * sy)))
         window = Window(spec.col_off, spec.row_off, spec.width, spec.height)
-        resampling = Resampling.nearest if (w, h) == (spec.width, spec.height) \
-            else Resampling.bilinear
-        data = ds.read(list(info.bands), window=window, out_shape=(len(info.bands), h, w),
-                       resampling=resampling)
-        valid = ds.dataset_mask(window=window, out_shape=(h, w)) > 0 if info.has_mask \
-            else None
+        if (w, h) == (spec.width, spec.height) and self._block_shape[spec.scene]:
+            data, valid = self._cut(spec, ds)
+        else:
+            resampling = Resampling.nearest if (w, h) == (spec.width, spec.height) \
+                else Resampling.bilinear
+            data = ds.read(list(info.bands), window=window,
+                           out_shape=(len(info.bands), h, w), resampling=resampling)
+            valid = ds.dataset_mask(window=window, out_shape=(h, w)) > 0 if info.has_mask \
+                else None
         if (w, h) != out_size:
             pad = ((0, out_size[1] - h), (0, out_size[0] - w))
             data = np.pad(data, ((0, 0), *pad))
@@ -245,6 +265,36 @@ class TileReader:
         if valid is not None:
             data[:, ~valid] = np.array(info.fill or 0, data.dtype).reshape(-1, 1)
         return Tile(data, valid, (w / spec.width, h / spec.height))
+
+    def _cut(self, spec: TileSpec, ds: rasterio.DatasetReader
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The tile's window at the scene's resolution, cut from its decoded blocks."""
+        info, (bh, bw) = self._scenes[spec.scene], self._block_shape[spec.scene]
+        x0, y0 = spec.col_off, spec.row_off
+        x1, y1 = x0 + spec.width, y0 + spec.height
+
+        def decode(key: tuple[int, int, int]) -> Block:  # on this thread's dataset
+            _, r, c = key
+            block = Window(c * bw, r * bh, min(bw, ds.width - c * bw),
+                           min(bh, ds.height - r * bh))
+            return Block(ds.read(list(info.bands), window=block),
+                         ds.dataset_mask(window=block) > 0 if info.has_mask else None)
+
+        keys = [(spec.scene, r, c) for r in range(y0 // bh, (y1 - 1) // bh + 1)
+                for c in range(x0 // bw, (x1 - 1) // bw + 1)]
+        blocks = self._blocks.get(keys, decode)
+        dtype = next(iter(blocks.values())).pixels.dtype  # as a direct read gives it
+        data = np.empty((len(info.bands), spec.height, spec.width), dtype)
+        valid = np.empty((spec.height, spec.width), bool) if info.has_mask else None
+        for (_, r, c), block in blocks.items():
+            bx0, by0 = max(x0, c * bw), max(y0, r * bh)  # the overlap, scene pixels
+            bx1, by1 = min(x1, (c + 1) * bw), min(y1, (r + 1) * bh)
+            into = np.s_[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
+            part = np.s_[by0 - r * bh:by1 - r * bh, bx0 - c * bw:bx1 - c * bw]
+            data[(slice(None), *into)] = block.pixels[(slice(None), *part)]
+            if valid is not None:
+                valid[into] = block.valid[part]
+        return data, valid
 
     def try_read(self, spec: TileSpec, out_size: tuple[int, int],
                  tile: tuple[int, int]) -> tuple[Tile | None, str]:
