@@ -17,6 +17,11 @@ Rows, alternated over ``--repeat`` rounds, each in a fresh process:
   (threads engine, one detector), end to end; its steady state is its wall time
   minus that of the same command on a one-tile crop of the mosaic (start-up,
   model load, writing: what does not grow with the scene), as the issue defines it.
+- ``geodet rN u8``: the same with the zero-cost model taking uint8: what geodet feeds
+  a float model on a GPU for 8-bit scenes, the scaling to 0..1 moved into the graph
+  (`geodet.preprocess.scaled_on_device`), where a GPU does it; the host side is
+  exactly geodet's (tiles copied into a uint8 batch), and the device's share is
+  free here, as the rest of an infinitely fast GPU's.
 - ``geodet ray rN``: the same on Ray actors (``--engine ray``).
 
 Tiles/s of geodet rows are steady-state; "x bare 1" divides by the one-thread
@@ -114,6 +119,8 @@ def main() -> None:
     parser.add_argument("--readers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--bare", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--ray", action="store_true", help="also run the Ray engine rows")
+    parser.add_argument("--feed", nargs="+", choices=["float", "uint8"],
+                        default=["float", "uint8"], help="what the model is fed")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quiet", type=float, default=30, metavar="S")
     parser.add_argument("--workdir", default="/tmp/geodet-bench")
@@ -140,24 +147,30 @@ def main() -> None:
                                    providers=["CPUExecutionProvider"])
     sample = session.run(None, {session.get_inputs()[0].name:
                                 np.zeros((1, 3, args.imgsz, args.imgsz), np.float32)})
-    zero = work / f"zero-{args.imgsz}.onnx"
-    onnx.save(zero_cost(model, {o.name: a for o, a in zip(session.get_outputs(), sample,
-                                                          strict=True)}), zero)
+    zero = zero_cost(model, {o.name: a for o, a in zip(session.get_outputs(), sample,
+                                                       strict=True)})
+    models = {"float": work / f"zero-{args.imgsz}.onnx",
+              "uint8": work / f"zero-{args.imgsz}-u8.onnx"}
+    onnx.save(zero, models["float"])
+    zero.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    onnx.save(zero, models["uint8"])
     out = work / "gpu-feed.gpkg"
 
-    def geodet(path: Path, readers: int, engine: str) -> list[str]:
-        return [sys.executable, "-m", "geodet", "detect", str(path), "--model", str(zero),
-                "--out", str(out), "--overwrite", "--no-progress", "--tile-size",
-                str(args.imgsz), "--overlap", "0.2", "--readers", str(readers),
-                "--engine", engine]
+    def geodet(path: Path, readers: int, engine: str, feed: str) -> list[str]:
+        return [sys.executable, "-m", "geodet", "detect", str(path), "--model",
+                str(models[feed]), "--out", str(out), "--overwrite", "--no-progress",
+                "--tile-size", str(args.imgsz), "--overlap", "0.2", "--readers",
+                str(readers), "--engine", engine]
 
     rows: dict[str, tuple[list[str], list[str] | None]] = {
         f"bare x{n}": ([sys.executable, __file__, "--scene", str(scene), "--imgsz",
                         str(args.imgsz), "--child-bare", str(n)], None) for n in args.bare}
     for engine in ("threads", "ray") if args.ray else ("threads",):
-        for n in args.readers:
-            name = f"geodet {'ray ' if engine == 'ray' else ''}r{n}"
-            rows[name] = (geodet(scene, n, engine), geodet(one_tile, n, engine))
+        for feed in args.feed:
+            for n in args.readers:
+                name = (f"geodet {'ray ' if engine == 'ray' else ''}r{n}"
+                        f"{' u8' if feed == 'uint8' else ''}")
+                rows[name] = (geodet(scene, n, engine, feed), geodet(one_tile, n, engine, feed))
     with rasterio.open(scene) as ds:
         mp = ds.width * ds.height / 1e6
     print(f"mosaic {args.size} x {args.size} ({mp:.0f} MP, JPEG YCbCr q90, 512 px blocks, "

@@ -9,6 +9,7 @@ pixels (nodata, alpha, mask, padding) are dropped (``--min-valid``).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from geodet.georef import tile_to_scene
 from geodet.merge import nms
 from geodet.model import create_session
 from geodet.options import Options
-from geodet.preprocess import to_model_input
+from geodet.preprocess import feeds_uint8, scaled_on_device, to_model_input
 from geodet.read import READ_ATTEMPTS, READ_BACKOFF_S, REASON_CHARS, Tile, TileReader, is_remote
 from geodet.settings import Settings
 from geodet.tiling import TileSpec, owned
@@ -55,7 +56,13 @@ class TileDetector:
     def __init__(self, model: bytes, settings: Settings, options: Options, device: str,
                  threads: int, readers: int = 1) -> None:
         """``model``: the ONNX file's bytes (a Ray actor receives them from the object
-        store, so the file need not exist on its node)."""
+        store, so the file need not exist on its node). On a GPU, a float model over
+        8-bit scenes is fed the tiles' uint8 values and scales them on the device
+        (`geodet.preprocess.scaled_on_device`)."""
+        if device == "cuda" and feeds_uint8(settings.scenes, settings.model):
+            model = scaled_on_device(model, settings.model, settings.mean, settings.std)
+            settings = dataclasses.replace(
+                settings, model=dataclasses.replace(settings.model, input_dtype="uint8"))
         self.s, self.options = settings, options
         self.session, self.provider = create_session(model, device, threads, options.trt,
                                                      settings)
@@ -63,7 +70,8 @@ class TileDetector:
         self.ahead = readers + 1
         m, (width, height) = settings.model, settings.input_size
         self._buffer = np.empty((max(settings.batch_size, m.batch or 0), m.channels, height,
-                                 width), np.float32)  # the model input, reused
+                                 width), np.uint8 if m.input_dtype == "uint8"
+                                else np.float32)  # the model input, reused
         self._local = threading.local()  # a TileReader per reader thread
         self._blocks = Blocks()  # decoded once for all of them
         self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="geodet-read")

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from geodet.model import ModelInfo
+from geodet.scene import SceneInfo
+
 #: A scene's value range: one (min, max) per band, mapped to 0..1; None: as it is.
 ValueRange = tuple[tuple[float, float], ...] | None
 
@@ -101,3 +104,48 @@ def to_model_input(tiles: Sequence[np.ndarray], ranges: Sequence[ValueRange],
 def _is_8bit(value_range: ValueRange) -> bool:
     return value_range is not None and all(r == (0, 255) for r in value_range)
 
+
+def feeds_uint8(scenes: Sequence[SceneInfo], model: ModelInfo) -> bool:
+    """Whether a float model can be fed the tiles' own 8-bit values and scale them
+    itself (`scaled_on_device`): every scene is 8-bit data taken as 0..255."""
+    return model.input_dtype in ("float32", "float16") and all(
+        s.dtype == "uint8" and _is_8bit(s.value_range) for s in scenes)
+
+
+def scaled_on_device(model: bytes, info: ModelInfo, mean: tuple[float, ...] | None,
+                     std: tuple[float, ...] | None) -> bytes:
+    """The model with a uint8 input that it scales itself, as `to_model_input` does
+    on the host for 8-bit scenes: x * (1/255) in float32, then ``(x - mean) / std``,
+    then the model's own float type. On a GPU this runs on the device, and the host
+    copies a quarter of the bytes; the arithmetic is the host's, bit for bit."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load_from_string(model)
+    graph, name = proto.graph, info.input_name
+    shape = (1, 1, 1, -1) if info.channels_last else (1, -1, 1, 1)
+    inner = f"{name}__geodet_scaled"
+    for node in graph.node:
+        for k, used in enumerate(node.input):
+            if used == name:
+                node.input[k] = inner
+    steps = [("Mul", np.full(info.channels, 1 / 255, np.float64).astype(np.float32))]
+    steps += [(op, np.asarray(v, np.float32)) for op, v in (("Sub", mean), ("Div", std))
+              if v is not None]
+    half = info.input_dtype == "float16"
+    names = [f"{inner}/{k}" for k in range(len(steps))] + [inner]
+    if half:
+        names.insert(-1, f"{inner}/{len(steps)}")
+    nodes = [helper.make_node("Cast", [name], [names[0]], to=TensorProto.FLOAT)]
+    for k, (op, values) in enumerate(steps):
+        const = f"{inner}/{op.lower()}"
+        graph.initializer.append(numpy_helper.from_array(values.reshape(shape), const))
+        nodes.append(helper.make_node(op, [names[k], const], [names[k + 1]]))
+    if half:
+        nodes.append(helper.make_node("Cast", [names[-2]], [inner], to=TensorProto.FLOAT16))
+    nodes += graph.node
+    del graph.node[:]
+    graph.node.extend(nodes)
+    next(i for i in graph.input if i.name == name).type.tensor_type.elem_type = \
+        TensorProto.UINT8
+    return proto.SerializeToString()

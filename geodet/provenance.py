@@ -9,7 +9,8 @@ from geodet import __version__
 from geodet.detections import TileStatus
 from geodet.engine import Execution
 from geodet.job import Job
-from geodet.model import describe_providers
+from geodet.model import CUDA, TENSORRT, describe_providers
+from geodet.preprocess import feeds_uint8
 
 
 def parameters(job: Job) -> dict:
@@ -66,7 +67,9 @@ def run_record(job: Job, execution: Execution, resumed: int, detections: int,
         "parameters": json.dumps(parameters(job)),
         "scenes": json.dumps([sc.path for sc in s.scenes]),
         "execution_providers": json.dumps(list(execution.providers)),
-        "provider_options": describe_providers(execution.providers, job.options.trt, s),
+        "provider_options": describe_providers(execution.providers, job.options.trt, s)
+        + ("; input fed as uint8, scaled on the device" if feeds_uint8(s.scenes, s.model)
+           and {CUDA, TENSORRT} & set(execution.providers) else ""),
         "workers": execution.workers,
         "engine": execution.engine,
         "tiles_total": job.n_tiles,

@@ -1,4 +1,5 @@
-"""Feeding the model: tiles cut from blocks decoded once for all reader threads."""
+"""Feeding the model: tiles cut from blocks decoded once for all reader threads, and
+8-bit tiles fed as uint8 to a model that scales them itself (on a GPU)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
+from geodet.api import plan
 from geodet.blocks import Block, Blocks
+from geodet.detector import TileDetector
+from geodet.model import inspect_model
+from geodet.preprocess import feeds_uint8, scaled_on_device, to_model_input
 from geodet.read import TileReader
 from geodet.scene import open_scene
 from geodet.tiling import plan_grid
@@ -144,3 +152,91 @@ def test_the_budget_drops_the_least_recently_used_blocks():
     blocks.get([4], decode)
     assert list(blocks._done) == [3, 1, 4]
 
+
+def _identity_model(dtype: int, channels_last: bool) -> bytes:
+    """A model whose output is its input: what it computes is what it was fed."""
+    dims = ["b", 8, 8, 3] if channels_last else ["b", 3, 8, 8]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["output0"])], "identity",
+        [helper.make_tensor_value_info("images", dtype, dims)],
+        [helper.make_tensor_value_info("output0", dtype, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mean_std", [None, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_a_model_scaling_its_uint8_input_computes_what_the_host_does(
+        tmp_path, dtype, channels_last, mean_std):
+    """The wrapped model, fed uint8 tiles, sees bit for bit the tensor the host would
+    have made (scaled, standardised, in the model's float type and layout)."""
+    raw = _identity_model(dtype, channels_last)
+    (tmp_path / "m.onnx").write_bytes(raw)
+    info = inspect_model(tmp_path / "m.onnx", raw)
+    mean, std = mean_std or (None, None)
+    tiles = list(np.random.default_rng(2).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8))
+    ranges = [((0.0, 255.0),) * 3] * 5
+    host = to_model_input(tiles, ranges, info.input_dtype, channels_last, mean, std)
+    wrapped = scaled_on_device(raw, info, mean, std)
+    onnx.checker.check_model(onnx.load_from_string(wrapped))
+    session = ort.InferenceSession(wrapped, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    fed = to_model_input(tiles, ranges, "uint8", channels_last)
+    assert fed.dtype == np.uint8
+    [device] = session.run(None, {"images": fed})
+    assert device.dtype == host.dtype and np.array_equal(device, host)
+
+
+def test_only_8bit_scenes_taken_as_0_to_255_are_fed_uint8(tmp_path, squares_model):
+    data = np.full((3, 64, 64), 40, np.uint8)
+    eight = open_scene(write_tif(tmp_path / "e.tif", data))
+    sixteen = open_scene(write_tif(tmp_path / "s.tif", data.astype(np.uint16) * 16))
+    stretched = open_scene(tmp_path / "e.tif", scale=(0.0, 200.0))
+    info = inspect_model(squares_model)
+    assert feeds_uint8([eight], info)
+    assert not feeds_uint8([eight, sixteen], info)
+    assert not feeds_uint8([stretched], info)
+    from dataclasses import replace
+    assert not feeds_uint8([eight], replace(info, input_dtype="uint8"))  # already is
+
+
+def test_a_gpu_detector_fed_uint8_finds_what_a_cpu_one_finds(tmp_path, squares_model):
+    """``cuda`` on a machine without one: ONNX Runtime runs the uint8-fed model on the
+    CPU, and the detections are those of the float-fed CPU detector, exactly."""
+    from tests.helpers import scene_with_squares
+    path = write_tif(tmp_path / "s.tif", scene_with_squares((300, 300), [(20, 30), (150, 160),
+                                                                         (250, 10)]))
+    job = plan(path, squares_model, tile_size=128, overlap=0.2)
+    specs = list(job.todo([np.zeros(len(g), bool) for g in job.grids]))
+    found = {}
+    for device in ("cpu", "cuda"):
+        detector = TileDetector(job.model, job.settings, job.options, device, 1, readers=2)
+        found[device] = detector.run(specs)
+        fed = detector.session.get_inputs()[0].type
+        assert fed == ("tensor(uint8)" if device == "cuda" else "tensor(float)")
+    cpu, gpu = found["cpu"].detections, found["cuda"].detections
+    assert len(cpu) == 3
+    assert np.array_equal(cpu.boxes, gpu.boxes) and np.array_equal(cpu.scores, gpu.scores)
+    assert found["cpu"].tiles == found["cuda"].tiles
+
+
+def test_the_run_record_says_when_the_gpu_was_fed_uint8(tmp_path, squares_model):
+    from datetime import UTC, datetime
+
+    from geodet.detections import Detections
+    from geodet.engine import Execution
+    from geodet.model import CPU, CUDA
+    from geodet.provenance import run_record
+
+    data = np.full((3, 64, 64), 40, np.uint8)
+    eight = write_tif(tmp_path / "e.tif", data)
+    sixteen = write_tif(tmp_path / "s.tif", data.astype(np.uint16) * 16)
+    for path, providers, fed in ((eight, (CUDA,), True), (eight, (CPU,), False),
+                                 (sixteen, (CUDA,), False)):
+        execution = Execution({}, Detections.empty(), {}, providers, 1, "ray")
+        record = run_record(plan(path, squares_model), execution, 0, 0, datetime.now(UTC),
+                            0.0)
+        assert record["provider_options"].endswith(
+            "; input fed as uint8, scaled on the device") is fed
