@@ -70,20 +70,29 @@ def _detect(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
                                    job.todo(resumed.done), on_chunk)
         t = time.perf_counter()
         found = Detections.concat([resumed.detections, execution.detections])
-        merged = merge(found, job.options.merge, job.settings.iou, job.options.ios,
-                       not job.options.class_agnostic,
-                       cores=job.cores(found.scene_ids, found.tile_ids)).sorted()
+        # An incremental mosaic merges its tiles' detections with the output's near them.
+        join = (previous.join_mosaic(job, found)
+                if previous is not None and job.mosaic is not None else None)
+        merged = join.detections if join is not None else merge(
+            found, job.options.merge, job.settings.iou, job.options.ios,
+            not job.options.class_agnostic,
+            cores=job.cores(found.scene_ids, found.tile_ids)).sorted()
         merge_seconds = time.perf_counter() - t
         frames = layers.detection_frames(job, merged)
         result = layers.result_frame(job, frames)
         result.attrs["geodet"] = run = run_record(job, execution, resumed.count, len(result),
                                                   started, merge_seconds)
         if job.out is not None:
-            new = layers.detection_layers(job, frames), layers.tile_layers(job, record)
-            detections, tiles, runs, tables = (
-                previous.extend(job.refs, layers.scene_names(job), *new, run,
-                                record.failed_scenes())
-                if previous is not None else (*new, [run], {}))
+            new = (layers.detection_layers(job, frames),
+                   layers.tile_layers(job, record, first_id=join.first_id if join else 0))
+            if join is not None:
+                detections, tiles, runs, tables = previous.extend_mosaic(
+                    job, join, *new, run, record.failed_tiles(0))
+            elif previous is not None:
+                detections, tiles, runs, tables = previous.extend(
+                    job.refs, layers.scene_names(job), *new, run, record.failed_scenes())
+            else:
+                detections, tiles, runs, tables = (*new, [run], {})
             write_geopackage(job.out, detections, tiles, runs,
                              sorted({*job.settings.model.names.values(),
                                      *result["class_name"]}), tables)
@@ -109,4 +118,5 @@ def _prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLi
     job = prepare(scenes, model, out, options, select=previous.select if previous else None)
     if previous is not None:
         previous.check(detection_settings(job), job.out)
+        previous.check_mosaic(job)
     return job, previous

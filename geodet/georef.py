@@ -36,6 +36,15 @@ def boxes_to_polygons(boxes: np.ndarray, transform: Affine,
     return shapely.polygons(np.stack([xs, ys], axis=-1))
 
 
+def polygons_to_boxes(polygons: np.ndarray, transform: Affine) -> np.ndarray:
+    """The ``(N, 4)`` scene-pixel boxes x0 y0 x1 y1 that hold each polygon (in the
+    scene's CRS): the inverse of `boxes_to_polygons` for upright boxes."""
+    inverse = ~transform
+    pixels = shapely.transform(polygons, lambda xy: np.stack(
+        pixel_to_crs(inverse, xy[:, 0], xy[:, 1]), axis=1))
+    return shapely.bounds(pixels).reshape(-1, 4)
+
+
 def tile_to_scene(boxes: np.ndarray, angles: np.ndarray, scale: tuple[float, float],
                   spec: TileSpec) -> np.ndarray:
     """Boxes in a tile's model input -> scene pixels, clipped to the tile's window.

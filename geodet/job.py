@@ -4,6 +4,10 @@
 options that contradict each other) before a cluster is started or a file written.
 Tiles are planned lazily (`geodet.tiling.Grid`): a job over a raster of any size
 holds a few numbers and one bool per tile, and tile specs are made as they are sent.
+
+An incremental ``--mosaic`` run plans the grid over the whole mosaic (old and new
+files), as a one-shot run would, and limits the job to its *scope*: the tiles whose
+window meets a new or changed file (`Job.scope`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from rasterio.errors import CRSError
 from geodet.errors import InputError
 from geodet.inputs import SceneRef, expand_scenes
 from geodet.model import inspect_model, read_model
-from geodet.mosaic import build_vrt
+from geodet.mosaic import plan_mosaic
 from geodet.options import Options
 from geodet.read import data_extent, data_mask, tiles_with_data
 from geodet.scene import open_scene
@@ -36,6 +40,15 @@ TileMasks = tuple[np.ndarray, ...]
 
 
 @dataclass(frozen=True, eq=False)
+class MosaicFiles:
+    """The files of a ``--mosaic`` run's one scene."""
+
+    refs: tuple[SceneRef, ...]  # every file, in order (signed when the run is incremental)
+    windows: np.ndarray  # (n, 4) x0 y0 x1 y1 of each file in the mosaic's pixels
+    fresh: np.ndarray  # (n,) bool: new or changed since the output was written
+
+
+@dataclass(frozen=True, eq=False)
 class Job:
     """One run, ready to execute."""
 
@@ -47,14 +60,29 @@ class Job:
     grids: tuple[Grid, ...]  # the tiles of each scene
     has_data: TileMasks  # tiles with at least one valid pixel; the others are never run
     model: bytes = field(repr=False)  # the ONNX file, read once
+    mosaic: MosaicFiles | None = None  # with --mosaic (one scene): its files
+    #: Per scene, the tiles this run covers (``has_data`` is False outside): an
+    #: incremental mosaic's tiles over new or changed files. None: every tile.
+    scope: TileMasks | None = None
 
     @property
     def n_tiles(self) -> int:
+        if self.scope is not None:
+            return sum(int(s.sum()) for s in self.scope)
         return sum(len(g) for g in self.grids)
 
     @property
     def n_empty(self) -> int:
+        if self.scope is not None:
+            return sum(int((s & ~m).sum()) for s, m in zip(self.scope, self.has_data,
+                                                           strict=True))
         return sum(int((~m).sum()) for m in self.has_data)
+
+    def in_scope(self, scene: int, tile_ids: np.ndarray) -> np.ndarray:
+        """Which of the tiles ``tile_ids`` of ``scene`` this run covers."""
+        if self.scope is None:
+            return np.ones(len(tile_ids), dtype=bool)
+        return self.scope[scene][tile_ids]
 
     def n_todo(self, done: TileMasks) -> int:
         """How many tiles `todo` yields."""
@@ -80,12 +108,13 @@ class Job:
         """What the run would do, for ``--dry-run``: each scene and its tiles, the
         tiles to skip, and every effective setting with where it came from
         (``origins``: the source of options given by the user, if known)."""
+        scope = self.scope or tuple(np.ones(len(g), dtype=bool) for g in self.grids)
         scenes = [{"path": sc.path, "size": [sc.width, sc.height],
                    "crs": _crs_name(sc.crs_wkt), "bands": list(sc.bands),
-                   "tile": list(grid.tile), "tiles": len(grid),
-                   "tiles_empty": int((~mask).sum())}
-                  for sc, grid, mask in zip(self.settings.scenes, self.grids, self.has_data,
-                                            strict=True)]
+                   "tile": list(grid.tile), "tiles": int(here.sum()),
+                   "tiles_empty": int((here & ~mask).sum())}
+                  for sc, grid, mask, here in zip(self.settings.scenes, self.grids,
+                                                  self.has_data, scope, strict=True)]
         settings = {name: {"value": value, "source": origins.get(name, "default")}
                     for name, value in self.options.model_dump(mode="json").items()}
         for name, chosen in self.settings.sources.items():
@@ -114,20 +143,28 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
             options: Options,
             select: Callable[[list[SceneRef]], list[SceneRef]] | None = None) -> Job:
     """Check every input and plan every tile; raise `InputError` on the first problem.
-    ``select``: which of the scenes to run (incremental runs), by default all."""
+    ``select``: which of the scenes to run (incremental runs: the new or changed ones,
+    signed), by default all. With ``--mosaic`` the scene is every file, and ``select``
+    limits the job's scope to the tiles over the files it picks (see the module doc)."""
     refs = expand_scenes([scenes] if isinstance(scenes, (str, os.PathLike)) else scenes,
                          options.asset)
     if not refs:
         raise InputError("no scene given: name at least one raster, pattern or list file")
-    if options.incremental and (out is None or options.mosaic):
-        raise InputError("--incremental extends an output with new scenes: give --out, "
-                         "and no --mosaic")
+    if options.incremental and out is None:
+        raise InputError("--incremental extends an output with new scenes: give --out")
     out_path = (check_output(out, options.overwrite or options.incremental)
                 if out is not None else None)
-    refs = select(refs) if select else refs
+    chosen = select(refs) if select else refs
     out_crs = _parse_crs(options.out_crs) if options.out_crs else None
-    if options.mosaic:
-        refs = [SceneRef(build_vrt([r.path for r in refs]))]
+    files = None
+    if options.mosaic and chosen:  # one scene over every file, old and new
+        signed = {r.path: r for r in chosen}
+        files_refs = tuple(signed.get(r.path, r) for r in refs)
+        layout = plan_mosaic([r.path for r in files_refs])
+        files = MosaicFiles(files_refs, np.array(layout.windows, dtype=np.int64).reshape(-1, 4),
+                            np.array([r.path in signed for r in files_refs]))
+        chosen = [SceneRef(layout.vrt)]
+    refs = chosen
     model_bytes = read_model(model)
     info = inspect_model(model, model_bytes)
     settings = resolve(options, info, [open_scene(r.path, options.bands, options.scale)
@@ -143,9 +180,25 @@ def prepare(scenes: PathLike | Sequence[PathLike], model: PathLike, out: PathLik
             raise InputError(f"scene {scene.name} has no valid pixel (all nodata, "
                              "transparent or masked): leave it out, or check its nodata "
                              "value")
+    scope = None
+    if files is not None and not files.fresh.all():
+        scope = (tiles_over(grids[0], files.windows[files.fresh]),)
+        has_data[0] = has_data[0] & scope[0]
     return Job(options=options, settings=settings, refs=tuple(refs), out=out_path,
                out_crs=out_crs, grids=tuple(grids), has_data=tuple(has_data),
-               model=model_bytes)
+               model=model_bytes, mosaic=files, scope=scope)
+
+
+def tiles_over(grid: Grid, windows: np.ndarray) -> np.ndarray:
+    """Which tiles of ``grid`` (a bool per tile id) overlap one of the ``windows``
+    ``(n, 4)`` (x0 y0 x1 y1, scene pixels) by at least a pixel."""
+    xs, ys = np.asarray(grid.xs), np.asarray(grid.ys)
+    xe, ye = np.minimum(xs + grid.tile[0], grid.width), np.minimum(ys + grid.tile[1],
+                                                                    grid.height)
+    over = np.zeros((len(ys), len(xs)), dtype=bool)
+    for x0, y0, x1, y1 in windows.tolist():
+        over[np.ix_((ys < y1) & (ye > y0), (xs < x1) & (xe > x0))] = True
+    return over.reshape(-1)
 
 
 def _relabel(source: str | list, origin: str | None) -> str | list:

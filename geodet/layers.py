@@ -56,23 +56,27 @@ def detection_layers(job: Job, frames: list[gpd.GeoDataFrame]) -> dict[str, gpd.
     return _by_crs(job, frames, DETECTIONS_LAYER)
 
 
-def tile_layers(job: Job, record: ResumeRecord,
-                batch: int = TILE_BATCH) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
-    """Every tile's footprint and outcome, as ``(layer, frame)`` batches of at most
-    ``batch`` tiles, grouped into layers like the detections: tiles without data are
-    ``empty``, the others carry what the record holds."""
+def tile_layers(job: Job, record: ResumeRecord, batch: int = TILE_BATCH,
+                first_id: int = 0) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
+    """Every tile's footprint and outcome (of the tiles in the job's scope), as
+    ``(layer, frame)`` batches of at most ``batch`` tiles, grouped into layers like
+    the detections: tiles without data are ``empty``, the others carry what the
+    record holds. ``first_id`` is added to the tile ids (see `geodet.incremental`)."""
     names = _layer_of_scene(job, TILES_LAYER)
     for grid, scene, name, label in zip(job.grids, job.settings.scenes, names,
                                         scene_names(job), strict=True):
         for lo in range(0, len(grid), batch):
             ids = np.arange(lo, min(lo + batch, len(grid)))
             recorded = record.outcomes(grid.scene, lo, lo + len(ids))
+            ids = ids[job.in_scope(grid.scene, ids)]
+            if not len(ids):
+                continue
             # Every tile with data ends in the record; the others were never run.
             outcomes = [recorded.get(t) or TileOutcome(grid.scene, t, TileStatus.EMPTY)
                         for t in ids.tolist()]
             frame = pd.DataFrame({
                 "scene": pd.Series([label] * len(ids), dtype=object),
-                "tile_id": ids.astype(np.int64),
+                "tile_id": ids.astype(np.int64) + first_id,
                 "status": pd.Series([str(o.status) for o in outcomes], dtype=object),
                 "n_detections": np.array([o.n_detections for o in outcomes], np.int64),
                 "error": pd.Series([o.error for o in outcomes], dtype=object)})

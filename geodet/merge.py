@@ -13,6 +13,11 @@ Strategies (`Strategy`):
 - ``nmm``: greedy non-maximum *merging* on intersection-over-smaller, boxes united
   (SAHI's default): removes fragments but can merge packed neighbours.
 
+An incremental mosaic run (`geodet.incremental`) merges its detections with the ones
+the output already holds near them: those are *settled* (``settled``), merged by an
+earlier run, so they are never paired with each other, only with the new ones, and
+every one of them takes part in the seam pass.
+
 Candidate pairs always come from a shapely 2 `STRtree`, so cost grows with the number
 of overlapping pairs, never with the square of the number of detections. Shapely boxes
 cost about 500 bytes each, so above `STRIP` boxes the tree is built strip by strip
@@ -62,11 +67,14 @@ def _rank(dets: Detections) -> tuple[np.ndarray, np.ndarray]:
     return order, rank
 
 
-def _pairs(dets: Detections, rank: np.ndarray, class_aware: bool, cross_tile: bool):
+def _pairs(dets: Detections, rank: np.ndarray, class_aware: bool, cross_tile: bool,
+           settled: np.ndarray | None = None):
     """Intersecting pairs ``(i, j)`` with ``i`` ranked above ``j``, of one scene (and
-    one class, and different tiles, when asked)."""
+    one class, and different tiles, when asked), not both ``settled``."""
     i, j = _intersecting(dets.boxes)
     keep = (rank[i] < rank[j]) & (dets.scene_ids[i] == dets.scene_ids[j])
+    if settled is not None:
+        keep &= ~(settled[i] & settled[j])
     if class_aware:
         keep &= dets.class_ids[i] == dets.class_ids[j]
     if cross_tile:
@@ -143,44 +151,50 @@ def _resolve(dets: Detections, order, rank, i, j, hit, unite: bool) -> Detection
     return replace(dets, boxes=boxes).take(survivors)
 
 
-def nms(dets: Detections, iou: float, class_aware: bool = True) -> Detections:
+def nms(dets: Detections, iou: float, class_aware: bool = True,
+        settled: np.ndarray | None = None) -> Detections:
     """Greedy non-maximum suppression: a detection goes when a higher-ranked one of
     the same scene (and class) overlaps it with IoU above ``iou``."""
     if len(dets) == 0:
         return dets
     order, rank = _rank(dets)
-    i, j = _pairs(dets, rank, class_aware, cross_tile=False)
+    i, j = _pairs(dets, rank, class_aware, cross_tile=False, settled=settled)
     return _resolve(dets, order, rank, i, j, pair_iou(dets.boxes, i, j) > iou, unite=False)
 
 
-def nmm(dets: Detections, ios: float, class_aware: bool = True) -> Detections:
+def nmm(dets: Detections, ios: float, class_aware: bool = True,
+        settled: np.ndarray | None = None) -> Detections:
     """Greedy non-maximum merging: a detection whose intersection over the smaller
     box with a higher-ranked one exceeds ``ios`` is united into it (score kept)."""
     if len(dets) == 0:
         return dets
     order, rank = _rank(dets)
-    i, j = _pairs(dets, rank, class_aware, cross_tile=False)
+    i, j = _pairs(dets, rank, class_aware, cross_tile=False, settled=settled)
     return _resolve(dets, order, rank, i, j, pair_overlaps(dets.boxes, i, j)[1] > ios,
                     unite=True)
 
 
 def seam_merge(dets: Detections, cores: np.ndarray, iou: float, ios: float,
-               class_aware: bool = True) -> Detections:
+               class_aware: bool = True, settled: np.ndarray | None = None) -> Detections:
     """The seam pass after ownership filtering.
 
     ``cores`` ``(N, 4)`` is the core of each detection's tile. Only detections whose
     box reaches out of their core can have a counterpart in another tile; among those,
     pairs from different tiles with IoU above ``iou`` or intersection-over-smaller
-    above ``ios`` are united. Everything else passes untouched.
+    above ``ios`` are united. Everything else passes untouched. ``settled``
+    detections (see the module doc) always take part, never paired with each other.
     """
     b = dets.boxes
     near = ((b[:, 0] < cores[:, 0]) | (b[:, 1] < cores[:, 1])
             | (b[:, 2] > cores[:, 2]) | (b[:, 3] > cores[:, 3]))
+    if settled is not None:
+        near |= settled
     if near.sum() < 2:
         return dets
     seam = dets.take(near)
     order, rank = _rank(seam)
-    i, j = _pairs(seam, rank, class_aware, cross_tile=True)
+    i, j = _pairs(seam, rank, class_aware, cross_tile=True,
+                  settled=None if settled is None else settled[near])
     o_iou, o_ios = pair_overlaps(seam.boxes, i, j)
     merged = _resolve(seam, order, rank, i, j, (o_iou > iou) | (o_ios > ios), unite=True)
     del seam, order, rank, i, j, o_iou, o_ios
@@ -203,15 +217,16 @@ def _take_then(dets: Detections, mask: np.ndarray, tail: Detections) -> Detectio
 
 
 def merge(dets: Detections, strategy: Strategy, iou: float, ios: float, class_aware: bool = True,
-          cores: np.ndarray | None = None) -> Detections:
+          cores: np.ndarray | None = None, settled: np.ndarray | None = None) -> Detections:
     """The global merge of one run's detections, by ``strategy`` (see module doc);
-    ``cores`` (the core of each detection's tile) is needed by ``ownership``."""
+    ``cores`` (the core of each detection's tile) is needed by ``ownership``;
+    ``settled``: which detections an earlier run merged (see the module doc)."""
     if strategy == "ownership":
         if cores is None:
             raise ValueError("the ownership strategy needs the tile cores")
-        return seam_merge(dets, cores, iou, ios, class_aware)
+        return seam_merge(dets, cores, iou, ios, class_aware, settled)
     if strategy == "nms":
-        return nms(dets, iou, class_aware)
+        return nms(dets, iou, class_aware, settled)
     if strategy == "nmm":
-        return nmm(dets, ios, class_aware)
+        return nmm(dets, ios, class_aware, settled)
     raise ValueError(f"unknown merge strategy {strategy!r}: choose one of {STRATEGIES}")

@@ -6,6 +6,8 @@ a CRS, a pixel grid, bands and data types, and returns a VRT document (XML text,
 GDAL opens as a dataset name): one raster over all of them, tiled and read like any
 scene, so the tiles straddle file borders. The document names the files by absolute
 path or GDAL URL and travels to the workers as the scene's path (no temporary file).
+`plan_mosaic` also says where each file lies in the mosaic's pixels, which an
+incremental run uses to re-run only the tiles over new or changed files.
 """
 
 from __future__ import annotations
@@ -73,8 +75,21 @@ def _check(first: _Part, part: _Part) -> None:
                              "type (reproject or resample with gdalwarp first)")
 
 
+@dataclass(frozen=True)
+class Mosaic:
+    """The VRT document over some files, and each file's window in its pixels."""
+
+    vrt: str
+    windows: tuple[tuple[int, int, int, int], ...]  # x0, y0, x1, y1 per file, in order
+
+
 def build_vrt(paths: list[str]) -> str:
     """A VRT document that mosaics ``paths`` (see the module doc)."""
+    return plan_mosaic(paths).vrt
+
+
+def plan_mosaic(paths: list[str]) -> Mosaic:
+    """The `Mosaic` of ``paths``; `InputError` when they do not fit together."""
     parts = [_open(p) for p in paths]
     first = parts[0]
     if first.crs is None:
@@ -120,4 +135,6 @@ def build_vrt(paths: list[str]) -> str:
                           xSize=str(p.width), ySize=str(p.height))
             if p.nodata is not None:
                 ET.SubElement(source, "NODATA").text = repr(p.nodata)
-    return ET.tostring(vrt, encoding="unicode")
+    return Mosaic(ET.tostring(vrt, encoding="unicode"),
+                  tuple((c, r, c + p.width, r + p.height)
+                        for (c, r), p in zip(offsets, parts, strict=True)))

@@ -105,7 +105,8 @@ class Options(BaseModel):
     overwrite: bool = option(False, "replace an existing output")
     incremental: bool = option(
         False, "extend an existing output: run only the scenes it lacks or that changed "
-        "since (size, modification time or ETag), keep the rest")
+        "since (size, modification time or ETag), keep the rest; with --mosaic, the "
+        "tiles over the files it lacks or that changed")
     resume: bool = option(False, "continue an interrupted run of the same command from "
                           "its progress file (OUT.gpkg.progress)")
     engine: Literal["auto", "threads", "ray"] = option(

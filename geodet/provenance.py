@@ -45,7 +45,8 @@ def detection_settings(job: Job) -> dict:
             "input_size": list(s.input_size), "overlap": s.overlap, "conf": s.conf,
             "iou": s.iou, "gsd": s.gsd, "tile_size": o.tile_size, "bands": o.bands,
             "merge": o.merge, "ios": o.ios, "class_agnostic": o.class_agnostic,
-            "scale": o.scale, "min_valid": o.min_valid, "out_crs": o.out_crs}
+            "scale": o.scale, "min_valid": o.min_valid, "out_crs": o.out_crs,
+            **({"mosaic": True} if o.mosaic else {})}  # absent: outputs made before it
 
 
 def run_record(job: Job, execution: Execution, resumed: int, detections: int,

@@ -187,6 +187,12 @@ class ResumeRecord:
         return {s for (s,) in self.db.execute(
             "SELECT DISTINCT scene FROM tiles WHERE status = 'failed'")}
 
+    def failed_tiles(self, scene: int) -> np.ndarray:
+        """The ids of the failed tiles of ``scene``."""
+        return np.array([t for (t,) in self.db.execute(
+            "SELECT tile_id FROM tiles WHERE scene = ? AND status = 'failed'", (scene,))],
+            dtype=np.int64)
+
     def add(self, result: ChunkResult) -> None:
         """Store one chunk's outcomes and detections in a single transaction."""
         if self.path is None:

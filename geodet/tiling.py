@@ -99,6 +99,14 @@ class Grid:
         return np.stack([x0, y0, np.minimum(x0 + self.tile[0], self.width),
                          np.minimum(y0 + self.tile[1], self.height)], axis=1).astype(float)
 
+    def owners(self, points: np.ndarray) -> np.ndarray:
+        """The tile id whose core holds each of the points ``(N, 2)`` (scene pixels;
+        the cores partition the plane, so every point has one)."""
+        i = np.searchsorted(self.xe, points[:, 0], side="right") - 1
+        j = np.searchsorted(self.ye, points[:, 1], side="right") - 1
+        nx, ny = len(self.xs), len(self.ys)
+        return np.clip(j, 0, ny - 1).astype(np.int64) * nx + np.clip(i, 0, nx - 1)
+
     def cores(self, tile_ids: np.ndarray) -> np.ndarray:
         """Cores ``(N, 4)`` of the tiles ``tile_ids``, vectorised."""
         i, j = self._ij(tile_ids)

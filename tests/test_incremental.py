@@ -6,12 +6,13 @@ import os
 
 import pyogrio
 import pytest
+import shapely
 from rasterio.transform import from_origin
 
 import geodet
 from geodet.cli import main
 from geodet.errors import InputError
-from tests.helpers import GSD, ORIGIN, corrupt_block, scene_with_squares, write_tif
+from tests.helpers import GSD, ORIGIN, corrupt_block, run_error, scene_with_squares, write_tif
 from tests.test_cloud_path import BUCKET, detect_cli
 from tests.test_cloud_path import bucket as s3_bucket  # noqa: F401 (the `bucket` fixture)
 
@@ -156,3 +157,135 @@ def test_nightly_on_object_storage_knows_scenes_by_etag(tmp_path, request, squar
     assert sorted(detections(local)["scene"]) == ["a.tif"] * 3 + ["b.tif"] * 2
     signatures = pyogrio.read_dataframe(local, layer="geodet_scenes")["signature"]
     assert all(s.startswith("etag ") for s in signatures)
+
+
+# --mosaic: one survey cut into files 300 px wide, side by side; squares (top-left
+# corners in the survey's pixels) away from the borders, near them, and across them
+# (x = 294 and x = 596 straddle the a|b and b|c borders).
+SURVEY = [(20, 30), (150, 160), (250, 200), (294, 100), (420, 40), (560, 250), (596, 150),
+          (700, 60), (850, 220)]
+FILES = {"a.tif": 0, "b.tif": 300, "c.tif": 600}
+
+
+def add_file(folder, name, squares=SURVEY, crs="EPSG:32633"):
+    """One 300 x 300 px file of the survey: its columns from ``FILES[name]`` on."""
+    x = FILES[name]
+    whole = scene_with_squares((300, 900), squares)
+    return write_tif(folder / name, whole[:, :, x:x + 300].copy(), crs=crs,
+                     transform=from_origin(ORIGIN[0] + x * GSD, ORIGIN[1], GSD, GSD))
+
+
+def mosaic_run(pattern, model, out, **options):
+    return geodet.detect(pattern, model, out, mosaic=True, incremental=True,
+                         progress=False, **options)
+
+
+def matched(got, want) -> bool:
+    """One-to-one: each box of ``want`` has a box of ``got`` of its class, IoU > 0.9."""
+    if len(got) != len(want):
+        return False
+    left = list(range(len(got)))
+    for geom, cls in zip(want.geometry, want["class_id"], strict=True):
+        ious = [(geom.intersection(got.geometry[k]).area / geom.union(got.geometry[k]).area,
+                 k) for k in left if got["class_id"][k] == cls]
+        best = max(ious, default=(0, None))
+        if best[0] <= 0.9:
+            return False
+        left.remove(best[1])
+    return True
+
+
+def square(x, y, k=12):
+    return shapely.box(ORIGIN[0] + x * GSD, ORIGIN[1] - (y + k) * GSD,
+                       ORIGIN[0] + (x + k) * GSD, ORIGIN[1] - y * GSD)
+
+
+def found_whole(frame, x, y) -> list[float]:
+    """The IoU with the square at ``(x, y)`` of every detection that meets it."""
+    truth = square(x, y)
+    return [g.intersection(truth).area / g.union(truth).area for g in frame.geometry
+            if g.intersects(truth)]
+
+
+@pytest.mark.parametrize("first", ["a.tif", "c.tif"])
+def test_mosaic_grows_file_by_file(tmp_path, capsys, squares_model, first):
+    """a, then b (east of a, or west of c: the mosaic's origin moves), then nothing new:
+    each run does only the tiles over its new file, the squares across the borders
+    are found once and whole, and the output is the one-shot mosaic's."""
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    out, pattern = tmp_path / "nightly.gpkg", str(folder / "*.tif")
+    add_file(folder, first)
+    mosaic_run(pattern, squares_model, out)
+    before = detections(out)
+    add_file(folder, "b.tif")
+    mosaic_run(pattern, squares_model, out)
+    assert main(["detect", pattern, "--model", str(squares_model), "--out", str(out),
+                 "--mosaic", "--incremental", "--no-progress"]) == 0
+    assert "0 detections in 0 tiles" in capsys.readouterr().out
+
+    # 128 px tiles, 26 px overlap: 3 x 3 over one file; over two, columns start at
+    # 0, 102, 204, 306, 408, 472, and b's file (or a's, west of b) meets 4 (or 3).
+    assert runs(out)["tiles_done"].tolist() == [9, 12 if first == "a.tif" else 9, 0]
+    oneshot = tmp_path / "oneshot.gpkg"
+    geodet.detect(pattern, squares_model, oneshot, mosaic=True, progress=False)
+    got, want = detections(out), detections(oneshot)
+    assert len(want) == 6 and matched(got, want)
+    border = (294, 100) if first == "a.tif" else (596, 150)
+    assert len(found_whole(got, *border)) == 1 and found_whole(got, *border)[0] > 0.8
+    # Away from the border the first night's detections are kept as they were.
+    far = square(20, 30) if first == "a.tif" else square(850, 220)
+    old = before[before.intersects(far)].geometry.iloc[0]
+    assert any(g.equals_exact(old, 0) for g in got.geometry)
+    tiles = pyogrio.read_dataframe(out, layer="tiles")
+    assert not tiles.duplicated(["scene", "tile_id"]).any()
+    assert set(got["tile_id"]) <= set(tiles["tile_id"]) and set(got["scene"]) == {"mosaic"}
+    assert tiles.union_all().covers(want.union_all())
+    scenes = pyogrio.read_dataframe(out, layer="geodet_scenes")
+    assert sorted(os.path.basename(p) for p in scenes["path"]) == sorted({first, "b.tif"})
+    assert scenes["signature"].str.startswith("size ").all()
+
+
+def test_changed_mosaic_file_is_redone(tmp_path, squares_model):
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    out, pattern = tmp_path / "nightly.gpkg", str(folder / "*.tif")
+    add_file(folder, "a.tif")
+    add_file(folder, "b.tif")
+    mosaic_run(pattern, squares_model, out)
+    before = detections(out)
+    # b again: the square across the a|b border kept, its others gone, a new one
+    add_file(folder, "b.tif", squares=[(294, 100), (480, 120)])
+    mosaic_run(pattern, squares_model, out)
+    assert runs(out)["tiles_done"].tolist() == [18, 12]
+    oneshot = tmp_path / "oneshot.gpkg"
+    geodet.detect(pattern, squares_model, oneshot, mosaic=True, progress=False)
+    got = detections(out)
+    assert len(before) == 6 and len(got) == 5 and matched(got, detections(oneshot))
+    assert found_whole(before, 420, 40) and found_whole(before, 560, 250)
+    assert found_whole(got, 420, 40) == found_whole(got, 560, 250) == []
+    assert len(found_whole(got, 294, 100)) == 1 and found_whole(got, 480, 120)[0] > 0.8
+    tiles = pyogrio.read_dataframe(out, layer="tiles")
+    assert not tiles.duplicated(["scene", "tile_id"]).any()
+    assert (tiles["status"] == "done").all() and len(tiles) >= 18
+    scenes = pyogrio.read_dataframe(out, layer="geodet_scenes")
+    assert len(scenes) == 2 and scenes["signature"].notna().all()
+
+
+def test_mosaic_file_that_does_not_fit_the_output_is_refused(tmp_path, capsys,
+                                                              squares_model):
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    out, pattern = tmp_path / "nightly.gpkg", str(folder / "*.tif")
+    add_file(folder, "a.tif")
+    mosaic_run(pattern, squares_model, out)
+    before = out.read_bytes()
+    add_file(folder, "b.tif", crs="EPSG:32632")
+    args = ["detect", pattern, "--model", squares_model, "--out", out, "--mosaic",
+            "--incremental", "--no-progress"]
+    assert "mosaic files disagree (CRS" in run_error(capsys, args)
+    (folder / "a.tif").unlink()  # the output still holds a, in EPSG:32633
+    assert "the output's mosaic is in EPSG:32633" in run_error(capsys, args)
+    assert out.read_bytes() == before
+    with pytest.raises(InputError, match=r"other settings \(mosaic\)"):
+        geodet.detect(pattern, squares_model, out, incremental=True, progress=False)

@@ -133,3 +133,17 @@ def test_strips_find_the_pairs_one_tree_finds_and_merge_the_same(seed, n, strip,
     for a, b in zip(before, after, strict=True):
         for name in ("boxes", "scores", "class_ids", "tile_ids"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_settled_detections_join_the_seam_pass_but_never_each_other():
+    """An incremental mosaic: two overlapping boxes an earlier run kept (settled, inside
+    their cores) and a new piece reaching out of its core: the piece unites with the
+    settled box it overlaps most; the settled ones are never merged with each other."""
+    d = dets([[0, 0, 40, 10], [15, 0, 55, 10], [30, 0, 100, 10]], [0.9, 0.8, 0.7])
+    settled = np.array([True, True, False])
+    cores = np.array([[-np.inf, -np.inf, np.inf, np.inf]] * 2 + [[55, -np.inf, np.inf, np.inf]])
+    out = seam_merge(d, cores, 0.5, 0.5, settled=settled)
+    assert sorted(out.boxes.tolist()) == [[0, 0, 40, 10], [15, 0, 100, 10]]
+    assert len(seam_merge(d, cores, 0.5, 0.5)) == 3  # not settled: only one reaches out
+    assert len(merge(d, "nms", 0.05, 0.5, settled=settled)) == 2
+    assert len(nms(d, 0.05)) == 1
