@@ -271,17 +271,14 @@ def _overlaps(boxes: np.ndarray, windows: np.ndarray | None,
     y1) by some area, or just touch one with ``touching``."""
     if windows is None or not len(windows) or not len(boxes):
         return np.zeros(len(boxes), dtype=bool)
-    tree = shapely.STRtree(shapely.box(*windows.T))
+    pairs = shapely.STRtree(shapely.box(*windows.T)).query(shapely.box(*boxes.T),
+                                                          predicate="intersects")
+    if not touching:  # by some area
+        b, w = boxes[pairs[0]], windows[pairs[1]]
+        pairs = pairs[:, (np.minimum(b[:, 2], w[:, 2]) > np.maximum(b[:, 0], w[:, 0]))
+                      & (np.minimum(b[:, 3], w[:, 3]) > np.maximum(b[:, 1], w[:, 1]))]
     hits = np.zeros(len(boxes), dtype=bool)
-    if touching:
-        pairs = tree.query(shapely.box(*boxes.T), predicate="intersects")
-        hits[pairs[0]] = True
-        return hits
-    pairs = tree.query(shapely.box(*boxes.T), predicate="intersects")
-    b, w = boxes[pairs[0]], windows[pairs[1]]
-    area = ((np.minimum(b[:, 2], w[:, 2]) > np.maximum(b[:, 0], w[:, 0]))
-            & (np.minimum(b[:, 3], w[:, 3]) > np.maximum(b[:, 1], w[:, 1])))
-    hits[pairs[0][area]] = True
+    hits[pairs[0]] = True
     return hits
 
 
