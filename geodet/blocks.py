@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: What the decoded blocks of one detector may hold: about six rows of 512 px RGB
-#: blocks across a 24,000 px scene; a tile row reuses the row of blocks above it.
+#: The most the decoded blocks of one detector may hold: seven rows of 512 px RGB
+#: blocks across a 24,000 px scene.
 BUDGET_BYTES = 256 * 2**20
 
 
@@ -39,13 +39,21 @@ class Block(NamedTuple):
 
 class Blocks:
     """A thread-safe cache of decoded blocks, least recently used first out when it
-    holds more than ``budget`` bytes; each block is decoded once while it is held."""
+    holds more than it needs (`need`), or than ``budget`` bytes; each block is decoded
+    once while it is held."""
 
     def __init__(self, budget: int = BUDGET_BYTES) -> None:
-        self._budget, self._held = budget, 0
+        self._budget, self._held, self._needed = budget, 0, 0
         self._lock = threading.Lock()
         self._done: OrderedDict[Hashable, Block] = OrderedDict()
         self._decoding: dict[Hashable, Future] = {}
+
+    def need(self, nbytes: int) -> None:
+        """What a reader needs held (the rows of blocks a row of tiles spans, and the
+        one it shares with the next): the cache holds the most any reader needs, within
+        the budget, rather than the whole budget for a narrow scene."""
+        with self._lock:
+            self._needed = max(self._needed, nbytes)
 
     def get(self, keys: Iterable[Hashable],
             decode: Callable[[Hashable], Block]) -> dict[Hashable, Block]:
@@ -93,7 +101,8 @@ class Blocks:
             self._decoding.pop(key, None)
             self._done[key] = block
             self._held += block.nbytes
-            while self._held > self._budget and len(self._done) > 1:
+            limit = min(self._budget, self._needed or self._budget)
+            while self._held > limit and len(self._done) > 1:
                 self._held -= self._done.popitem(last=False)[1].nbytes
         future.set_result(block)
         return block

@@ -219,6 +219,7 @@ class TileReader:
         self._blocks = blocks
         self._open: dict[int, rasterio.DatasetReader] = {}
         self._block_shape: dict[int, tuple[int, int] | None] = {}  # (h, w) to cut from
+        self._needs: set[int] = set()  # scenes whose rows of blocks `blocks` knows
 
     def _dataset(self, scene: int) -> rasterio.DatasetReader:
         if scene not in self._open:
@@ -270,6 +271,11 @@ class TileReader:
              ) -> tuple[np.ndarray, np.ndarray | None]:
         """The tile's window at the scene's resolution, cut from its decoded blocks."""
         info, (bh, bw) = self._scenes[spec.scene], self._block_shape[spec.scene]
+        if spec.scene not in self._needs:  # the rows a row of tiles spans, and one more
+            row = math.ceil(ds.width / bw) * bh * bw * (
+                len(info.bands) * np.dtype(ds.dtypes[0]).itemsize + info.has_mask)
+            self._blocks.need((math.ceil(spec.height / bh) + 2) * row)
+            self._needs.add(spec.scene)
         x0, y0 = spec.col_off, spec.row_off
         x1, y1 = x0 + spec.width, y0 + spec.height
 

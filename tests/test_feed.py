@@ -151,6 +151,12 @@ def test_the_budget_drops_the_least_recently_used_blocks():
     blocks.get([1], decode)  # 1 is now the most recently used
     blocks.get([4], decode)
     assert list(blocks._done) == [3, 1, 4]
+    blocks.need(2 * size)  # what the readers need, when it is less than the budget
+    blocks.get([5], decode)
+    assert list(blocks._done) == [4, 5]
+    blocks.need(9 * size)  # the most any reader needs; never more than the budget
+    blocks.get([6, 7, 8], decode)
+    assert list(blocks._done) == [6, 7, 8]
 
 
 def _identity_model(dtype: int, channels_last: bool) -> bytes:
