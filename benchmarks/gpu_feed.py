@@ -13,6 +13,9 @@ Rows, alternated over ``--repeat`` rounds, each in a fresh process:
 - ``bare xN``: N threads doing nothing but ``rasterio`` reads of the same windows
   (tile side ``--imgsz``, overlap 0.2), each thread with its own dataset, timed
   around the reads: what decoding alone allows.
+- ``geodet read xN``: geodet's own reading alone (`geodet.read.TileReader` on N
+  threads sharing one `geodet.blocks.Blocks`), the tiles dropped: what geodet's
+  readers can feed, with no model and no inference thread.
 - ``geodet rN``: ``geodet detect`` with the zero-cost model and ``--readers N``
   (threads engine, one detector), end to end; its steady state is its wall time
   minus that of the same command on a one-tile crop of the mosaic (start-up,
@@ -36,6 +39,7 @@ import statistics
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import rasterio
@@ -112,6 +116,34 @@ def bare(scene: str, tile: int, threads: int) -> dict:
     return {"tiles": len(windows), "seconds": time.perf_counter() - t}
 
 
+def cut(scene: str, tile: int, threads: int) -> dict:
+    """geodet's own reading alone: the tiles of its plan, read on ``threads`` threads
+    (own datasets) that cut them from one shared cache of decoded blocks, then
+    dropped: what the readers can feed, with no model and no inference thread."""
+    import numpy as np
+
+    from geodet.blocks import Blocks
+    from geodet.read import TileReader
+    from geodet.scene import open_scene
+    from geodet.tiling import plan_grid
+
+    info = open_scene(scene)
+    specs = list(plan_grid(info.width, info.height, (tile, tile), 0.2, scene=0,
+                           extent=(0, 0, info.width, info.height)))
+    blocks, local = Blocks(), threading.local()
+
+    def read(spec) -> np.ndarray:
+        if not hasattr(local, "reader"):
+            local.reader = TileReader([info], blocks)
+        return local.reader.read(spec, (tile, tile), (tile, tile)).pixels
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(read, specs):
+            pass
+    return {"tiles": len(specs), "seconds": time.perf_counter() - t}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=24000, help="mosaic side in pixels")
@@ -124,11 +156,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quiet", type=float, default=30, metavar="S")
     parser.add_argument("--workdir", default="/tmp/geodet-bench")
+    parser.add_argument("--cut", type=int, nargs="+", default=[2],
+                        help="thread counts of the 'geodet read' rows")
     parser.add_argument("--child-bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-cut", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child_bare:
-        print(json.dumps(bare(args.scene, args.imgsz, args.child_bare)))
+    if args.child_bare or args.child_cut:
+        child = bare if args.child_bare else cut
+        print(json.dumps(child(args.scene, args.imgsz, args.child_bare or args.child_cut)))
         return
 
     import numpy as np
@@ -165,6 +201,9 @@ def main() -> None:
     rows: dict[str, tuple[list[str], list[str] | None]] = {
         f"bare x{n}": ([sys.executable, __file__, "--scene", str(scene), "--imgsz",
                         str(args.imgsz), "--child-bare", str(n)], None) for n in args.bare}
+    rows.update({f"geodet read x{n}": ([sys.executable, __file__, "--scene", str(scene),
+                                       "--imgsz", str(args.imgsz), "--child-cut", str(n)],
+                                      None) for n in args.cut})
     for engine in ("threads", "ray") if args.ray else ("threads",):
         for feed in args.feed:
             for n in args.readers:

@@ -289,3 +289,32 @@ def test_mosaic_file_that_does_not_fit_the_output_is_refused(tmp_path, capsys,
     assert out.read_bytes() == before
     with pytest.raises(InputError, match=r"other settings \(mosaic\)"):
         geodet.detect(pattern, squares_model, out, incremental=True, progress=False)
+
+
+def test_mosaic_file_under_a_failed_tile_is_done_again(tmp_path, squares_model):
+    """A block of b is corrupt: the tiles over it fail, b keeps no signature, and the
+    next nights redo the tiles over b (a's stay as they are) until b reads whole."""
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    out, pattern = tmp_path / "nightly.gpkg", str(folder / "*.tif")
+    add_file(folder, "a.tif")
+    whole = scene_with_squares((300, 900), SURVEY)
+    bad = write_tif(folder / "b.tif", whole[:, :, 300:600].copy(), tiled=True,
+                    blockxsize=128, blockysize=128, compress="deflate", interleave="band",
+                    transform=from_origin(ORIGIN[0] + 300 * GSD, ORIGIN[1], GSD, GSD))
+    corrupt_block(bad, 1, 2)  # b's pixels 256-299 x 128-255: only tiles inside b
+    for _ in range(2):
+        mosaic_run(pattern, squares_model, out)
+        signed = pyogrio.read_dataframe(out, layer="geodet_scenes").set_index("path")
+        assert signed["signature"].notna().to_dict() == {
+            str(folder / "a.tif"): True, str(folder / "b.tif"): False}
+    done = runs(out)[["tiles_done", "tiles_failed"]].values.tolist()
+    assert done[0][1] > 0 and done[1][1] == done[0][1]  # the same tiles fail again
+    assert sum(done[0]) == 18 and sum(done[1]) == 12  # night 2: only the tiles over b
+    add_file(folder, "b.tif")  # b whole again
+    mosaic_run(pattern, squares_model, out)
+    assert runs(out)[["tiles_done", "tiles_failed"]].values.tolist()[-1] == [12, 0]
+    assert pyogrio.read_dataframe(out, layer="geodet_scenes")["signature"].notna().all()
+    oneshot = tmp_path / "oneshot.gpkg"
+    geodet.detect(pattern, squares_model, oneshot, mosaic=True, progress=False)
+    assert matched(detections(out), detections(oneshot))
