@@ -74,6 +74,7 @@ class TileDetector:
                                 else np.float32)  # the model input, reused
         self._local = threading.local()  # a TileReader per reader thread
         self._blocks = Blocks()  # decoded once for all of them
+        self._model_lock = threading.Lock()  # `run` may be called on several threads
         self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="geodet-read")
 
     def provider_name(self) -> str:
@@ -177,7 +178,8 @@ class TileDetector:
 
         def infer(reads: list[Read]) -> None:
             seconds["read"] += sum(r.seconds for r in reads)
-            found, done, infer_s = self._batch(self._final(reads, deferred))
+            with self._model_lock:  # one batch at a time: the buffer and the session
+                found, done, infer_s = self._batch(self._final(reads, deferred))
             parts.extend(found)
             outcomes.extend(done)
             seconds["infer"] += infer_s
@@ -201,5 +203,7 @@ class TileDetector:
                 seconds.update(read=0.0, infer=0.0)
 
     def run(self, specs: list[TileSpec]) -> ChunkResult:
-        """Detect in one chunk of ``specs``."""
+        """Detect in one chunk of ``specs``. Calls may overlap (a Ray actor runs its
+        chunks in flight on as many threads): the next chunk's reads then start while
+        this one's last batches are inferred, as `stream` reads across chunks."""
         return next(self.stream([specs]))

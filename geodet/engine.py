@@ -242,7 +242,10 @@ def start_detectors(model: ray.ObjectRef | bytes, settings: Settings, options: O
     """
     # No actor restarts: a dead actor's chunks go to the survivors (see run_tiles), so
     # a lost node never leaves work waiting for resources that may not come back.
-    remote = ray.remote(TileDetector).options(max_restarts=0, **plan.resources)
+    # Its chunks in flight run on as many threads, so that reads cross chunk borders.
+    remote = ray.remote(TileDetector).options(max_restarts=0,
+                                              max_concurrency=CHUNKS_IN_FLIGHT,
+                                              **plan.resources)
     actors = [remote.remote(model, settings, options, plan.device, plan.threads,
                             plan.readers) for _ in range(plan.count)]
     started = [a.provider_name.remote() for a in actors]
