@@ -45,19 +45,16 @@ from geodet.detections import Detections
 from geodet.errors import InputError, one_line
 from geodet.georef import polygons_to_boxes
 from geodet.inputs import SceneRef
-from geodet.job import Job
+from geodet.job import Job, crs_name
 from geodet.layers import scene_names
 from geodet.merge import merge
+from geodet.mosaic import GRID_TOLERANCE
 from geodet.remote import fsspec_url
 from geodet.write import DETECTIONS_LAYER, RUNS_TABLE, SCENES_TABLE, TILES_LAYER, Output
 
 SCENE_COLUMNS = ["path", "scene", "signature"]
 Layers = dict[str, gpd.GeoDataFrame]
 TileBatch = tuple[str, gpd.GeoDataFrame]  # a batch of a tiles layer (`geodet.layers`)
-
-
-#: How far (in pixels) a previous tile's corner may sit off this run's mosaic grid.
-GRID_TOLERANCE = 0.01
 
 
 def signature(path: str) -> str:
@@ -142,8 +139,8 @@ class Previous:
             if not layer.startswith(TILES_LAYER) or mine.empty:
                 continue
             if CRS.from_user_input(frame.crs) != CRS.from_wkt(scene.crs_wkt):
-                raise InputError(f"the mosaic's files are in {_crs_name(scene.crs_wkt)} but "
-                                 f"the output's mosaic is in {_crs_name(frame.crs)}: "
+                raise InputError(f"the mosaic's files are in {crs_name(scene.crs_wkt)} but "
+                                 f"the output's mosaic is in {crs_name(frame.crs)}: "
                                  "reproject the new files, or start a new output")
             corners = polygons_to_boxes(mine.geometry.values, scene.affine)
             if np.abs(corners - np.round(corners)).max() > GRID_TOLERANCE:
@@ -281,7 +278,3 @@ def _overlaps(boxes: np.ndarray, windows: np.ndarray | None,
     hits[pairs[0]] = True
     return hits
 
-
-def _crs_name(crs) -> str:
-    crs = CRS.from_user_input(crs)
-    return crs.to_string() if crs.to_epsg() else crs.name

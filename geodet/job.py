@@ -110,7 +110,7 @@ class Job:
         (``origins``: the source of options given by the user, if known)."""
         scope = self.scope or tuple(np.ones(len(g), dtype=bool) for g in self.grids)
         scenes = [{"path": sc.path, "size": [sc.width, sc.height],
-                   "crs": _crs_name(sc.crs_wkt), "bands": list(sc.bands),
+                   "crs": crs_name(sc.crs_wkt), "bands": list(sc.bands),
                    "tile": list(grid.tile), "tiles": int(here.sum()),
                    "tiles_empty": int((here & ~mask).sum())}
                   for sc, grid, mask, here in zip(self.settings.scenes, self.grids,
@@ -209,8 +209,10 @@ def _relabel(source: str | list, origin: str | None) -> str | list:
     return source.replace("command line", origin) if origin else source
 
 
-def _crs_name(wkt: str) -> str:
-    crs = CRS.from_wkt(wkt)
+def crs_name(crs: object) -> str:
+    """A CRS (WKT, a CRS object, anything rasterio reads) for a person: its EPSG code
+    when it has one, else its name."""
+    crs = CRS.from_user_input(crs)
     return crs.to_string() if crs.to_epsg() else crs.name
 
 
