@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,13 +27,22 @@ def unit_range(data: np.ndarray, value_range: ValueRange,
             return data.astype(np.float32)
         out[...] = data
         return out
+    lo, scale, clip = _scaling(data.dtype.str, value_range)
+    x = _scaled(data, lo, scale, out)
+    if clip:
+        np.clip(x, 0, 1, out=x)
+    return x
+
+
+@functools.lru_cache(maxsize=256)
+def _scaling(dtype: str, value_range: ValueRange) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A value range's offset and float32 factor, and whether values of ``dtype`` need
+    the clip: the same for every tile of a scene, so worked out once."""
     lo, hi = (np.array(v, np.float64).reshape(-1, 1, 1)
               for v in zip(*value_range, strict=True))
     scale = (1.0 / (hi - lo)).astype(np.float32)
-    x = _scaled(data, lo, scale, out)
-    if _may_leave_unit(data.dtype, lo, scale):
-        np.clip(x, 0, 1, out=x)
-    return x
+    lo.flags.writeable = scale.flags.writeable = False  # shared between calls
+    return lo, scale, _may_leave_unit(np.dtype(dtype), lo, scale)
 
 
 def _scaled(data: np.ndarray, lo: np.ndarray, scale: np.ndarray,
