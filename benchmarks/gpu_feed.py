@@ -25,6 +25,11 @@ Rows, alternated over ``--repeat`` rounds, each in a fresh process:
   (`geodet.preprocess.scaled_on_device`), where a GPU does it; the host side is
   exactly geodet's (tiles copied into a uint8 batch), and the device's share is
   free here, as the rest of an infinitely fast GPU's.
+- ``geodet rN gpu``: the whole of what a GPU detector runs: the YOLOv8n-shaped model
+  with both of geodet's rewrites (uint8 input scaled in the graph, output reduced to
+  each candidate's best class, `geodet.decode.reduced_on_device`), made zero-cost, run
+  with ``--layout end2end`` as the detector decodes it on a GPU: the host's share
+  exactly, the device's free.
 - ``geodet ray rN``: the same on Ray actors (``--engine ray``).
 
 Tiles/s of geodet rows are steady-state; "x bare 1" divides by the one-thread
@@ -46,6 +51,10 @@ import rasterio
 import rasterio.shutil
 from compare import alternated, grid, measure, wait_quiet  # benchmarks/, this script's folder
 from rasterio.windows import Window
+
+#: The zero-cost models' ends (see the module's docstring), and the options that
+#: decode them.
+FEEDS = {"float": [], "uint8": [], "gpu": ["--layout", "end2end"]}
 
 JPEG = {"driver": "GTiff", "tiled": True, "blockxsize": 512, "blockysize": 512,
         "compress": "JPEG", "photometric": "YCBCR", "jpeg_quality": 90, "bigtiff": "YES"}
@@ -151,8 +160,8 @@ def main() -> None:
     parser.add_argument("--readers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--bare", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--ray", action="store_true", help="also run the Ray engine rows")
-    parser.add_argument("--feed", nargs="+", choices=["float", "uint8"],
-                        default=["float", "uint8"], help="what the model is fed")
+    parser.add_argument("--feed", nargs="+", choices=list(FEEDS), default=["float", "gpu"],
+                        help="the model's ends: what it is fed, what it returns")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quiet", type=float, default=30, metavar="S")
     parser.add_argument("--workdir", default="/tmp/geodet-bench")
@@ -172,6 +181,9 @@ def main() -> None:
     import onnxruntime as ort
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tools/
+    from geodet.decode import reduced_on_device
+    from geodet.model import inspect_model
+    from geodet.preprocess import scaled_on_device
     from tools.toy_models import yolov8n_shaped, zero_cost
 
     work = Path(args.workdir)
@@ -179,24 +191,29 @@ def main() -> None:
     scene = jpeg_mosaic(work, args.size)
     one_tile = crop(scene, args.imgsz)
     model = yolov8n_shaped(args.imgsz)
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    sample = session.run(None, {session.get_inputs()[0].name:
-                                np.zeros((1, 3, args.imgsz, args.imgsz), np.float32)})
-    zero = zero_cost(model, {o.name: a for o, a in zip(session.get_outputs(), sample,
-                                                       strict=True)})
-    models = {"float": work / f"zero-{args.imgsz}.onnx",
-              "uint8": work / f"zero-{args.imgsz}-u8.onnx"}
-    onnx.save(zero, models["float"])
-    zero.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
-    onnx.save(zero, models["uint8"])
+    path = work / f"yolov8n-{args.imgsz}.onnx"
+    onnx.save(model, path)
+    raw = model.SerializeToString()
+    on_gpu = reduced_on_device(scaled_on_device(raw, inspect_model(path, raw), None, None),
+                               "ultralytics")
+    models = {}
+    for feed, graph in (("float", raw), ("uint8", raw), ("gpu", on_gpu)):
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        fed = session.get_inputs()[0]
+        sample = session.run(None, {fed.name: np.zeros(
+            (1, 3, args.imgsz, args.imgsz), np.uint8 if "uint8" in fed.type else np.float32)})
+        zero = zero_cost(onnx.load_from_string(graph), {
+            o.name: a for o, a in zip(session.get_outputs(), sample, strict=True)})
+        if feed == "uint8":
+            zero.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+        onnx.save(zero, models.setdefault(feed, work / f"zero-{args.imgsz}-{feed}.onnx"))
     out = work / "gpu-feed.gpkg"
 
     def geodet(path: Path, readers: int, engine: str, feed: str) -> list[str]:
         return [sys.executable, "-m", "geodet", "detect", str(path), "--model",
                 str(models[feed]), "--out", str(out), "--overwrite", "--no-progress",
                 "--tile-size", str(args.imgsz), "--overlap", "0.2", "--readers",
-                str(readers), "--engine", engine]
+                str(readers), "--engine", engine, *FEEDS[feed]]
 
     rows: dict[str, tuple[list[str], list[str] | None]] = {
         f"bare x{n}": ([sys.executable, __file__, "--scene", str(scene), "--imgsz",
@@ -208,7 +225,7 @@ def main() -> None:
         for feed in args.feed:
             for n in args.readers:
                 name = (f"geodet {'ray ' if engine == 'ray' else ''}r{n}"
-                        f"{' u8' if feed == 'uint8' else ''}")
+                        f"{ {'float': '', 'uint8': ' u8', 'gpu': ' gpu'}[feed]}")
                 rows[name] = (geodet(scene, n, engine, feed), geodet(one_tile, n, engine, feed))
     with rasterio.open(scene) as ds:
         mp = ds.width * ds.height / 1e6

@@ -5,6 +5,9 @@ model input size ``(w, h)``, and returns, for each image, ``(boxes xyxy, scores,
 class_ids, angles)``; oriented boxes are the xyxy box turned by ``angles`` (radians)
 about its centre, and angles are 0 for every other layout. New layouts are added to
 `DECODERS` and to `detect_layout`.
+
+On a GPU, the dense YOLO layouts are decoded in part on the device
+(`reduced_on_device`): the host then copies and scans 6 values a candidate, not 4 + nc.
 """
 
 from __future__ import annotations
@@ -116,6 +119,69 @@ def split_outputs(shapes, outputs=None):
             rest = [i for i in rest if i not in ints] + ints
     picked = [box[0], *rest]
     return [outputs[i] for i in picked] if outputs is not None else picked
+
+
+#: The layouts `reduced_on_device` takes: the axis of a candidate's values, and whether
+#: an objectness (which weights the class scores) comes before the class scores.
+REDUCIBLE = {"ultralytics": (1, False), "yolov5": (2, True)}
+
+
+def reduced_on_device(model: bytes, layout: str) -> bytes:
+    """The model with its output reduced to the `end2end` layout ``[B, N, 6]``: each
+    candidate's x1, y1, x2, y2, best score and best class (float32), computed as the
+    host decoder of ``layout`` (one of `REDUCIBLE`) computes them, in the model's own
+    float type, bit for bit. On a GPU this runs on the device: a YOLOv8 at 640 px then
+    returns 0.2 MB a tile instead of 2.8 MB, and the host takes no max over classes.
+    Other outputs are dropped (the decoders read the first)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load_from_string(model)
+    graph, axis, weighted = proto.graph, *REDUCIBLE[layout]
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    out = graph.output[0]
+    elem = out.type.tensor_type.elem_type
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    nodes, counter = [], iter(range(1 << 30))
+
+    def const(value) -> str:
+        name = f"geodet_reduce/c{next(counter)}"
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(op_type: str, inputs: list[str], **attrs) -> str:
+        name = f"geodet_reduce/{op_type.lower()}{next(counter)}"
+        nodes.append(helper.make_node(op_type, inputs, [name], **attrs))
+        return name
+
+    def part(start: int, end: int) -> str:  # values start..end of every candidate
+        if opset < 10:  # the bounds became inputs
+            return op("Slice", [out.name], starts=[start], ends=[end], axes=[axis])
+        return op("Slice", [out.name, *(const(np.array([v], np.int64))
+                                        for v in (start, end, axis))])
+
+    first = 5 if weighted else 4
+    scores = part(first, np.iinfo(np.int64).max)
+    if opset >= 18:  # axes became an input
+        best = op("ReduceMax", [scores, const(np.array([axis], np.int64))], keepdims=1)
+    else:
+        best = op("ReduceMax", [scores], axes=[axis], keepdims=1)
+    if weighted:
+        best = op("Mul", [best, part(4, 5)])
+    centre, half = part(0, 2), op("Div", [part(2, 4), const(np.array(2, dtype))])
+    values = op("Concat", [op("Sub", [centre, half]), op("Add", [centre, half]), best], axis=axis)
+    if elem != TensorProto.FLOAT:
+        values = op("Cast", [values], to=TensorProto.FLOAT)
+    label = op("Cast", [op("ArgMax", [scores], axis=axis, keepdims=1)], to=TensorProto.FLOAT)
+    rows = op("Concat", [values, label], axis=axis)
+    if axis == 1:
+        rows = op("Transpose", [rows], perm=[0, 2, 1])
+    nodes[-1].output[0] = "geodet_detections"
+    graph.node.extend(nodes)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(
+        "geodet_detections", TensorProto.FLOAT, ["batch", "candidates", 6]))
+    return proto.SerializeToString()
 
 
 DECODERS: dict[str, Decoder] = {

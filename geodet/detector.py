@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from geodet.blocks import Blocks
-from geodet.decode import DECODERS
+from geodet.decode import DECODERS, REDUCIBLE, reduced_on_device
 from geodet.detections import ChunkResult, Detections, TileOutcome, TileStatus
 from geodet.errors import one_line
 from geodet.georef import tile_to_scene
@@ -58,11 +58,15 @@ class TileDetector:
         """``model``: the ONNX file's bytes (a Ray actor receives them from the object
         store, so the file need not exist on its node). On a GPU, a float model over
         8-bit scenes is fed the tiles' uint8 values and scales them on the device
-        (`geodet.preprocess.scaled_on_device`)."""
+        (`geodet.preprocess.scaled_on_device`), and a dense YOLO output is reduced to
+        each candidate's best class there (`geodet.decode.reduced_on_device`)."""
         if device == "cuda" and feeds_uint8(settings.scenes, settings.model):
             model = scaled_on_device(model, settings.model, settings.mean, settings.std)
             settings = dataclasses.replace(
                 settings, model=dataclasses.replace(settings.model, input_dtype="uint8"))
+        if device == "cuda" and settings.layout in REDUCIBLE:
+            model = reduced_on_device(model, settings.layout)
+            settings = dataclasses.replace(settings, layout="end2end")
         self.s, self.options = settings, options
         self.session, self.provider = create_session(model, device, threads, options.trt,
                                                      settings)

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from geodet import __version__
+from geodet.decode import REDUCIBLE
 from geodet.detections import TileStatus
 from geodet.engine import Execution
 from geodet.job import Job
@@ -49,6 +50,18 @@ def detection_settings(job: Job) -> dict:
             **({"mosaic": True} if o.mosaic else {})}  # absent: outputs made before it
 
 
+def on_device(job: Job, execution: Execution) -> list[str]:
+    """What a GPU did besides the model (`geodet.detector.TileDetector`): scaling
+    8-bit input, reducing a dense YOLO output."""
+    s = job.settings
+    if not {CUDA, TENSORRT} & set(execution.providers):
+        return []
+    return [note for note, done in (
+        ("input fed as uint8, scaled on the device", feeds_uint8(s.scenes, s.model)),
+        ("output reduced to each candidate's best class on the device",
+         s.layout in REDUCIBLE)) if done]
+
+
 def run_record(job: Job, execution: Execution, resumed: int, detections: int,
                started: datetime, merge_seconds: float) -> dict:
     """The run's ``geodet_runs`` row: provenance, tile counts (``resumed`` tiles were
@@ -68,9 +81,9 @@ def run_record(job: Job, execution: Execution, resumed: int, detections: int,
         "parameters": json.dumps(parameters(job)),
         "scenes": json.dumps([sc.path for sc in s.scenes]),
         "execution_providers": json.dumps(list(execution.providers)),
-        "provider_options": describe_providers(execution.providers, job.options.trt, s)
-        + ("; input fed as uint8, scaled on the device" if feeds_uint8(s.scenes, s.model)
-           and {CUDA, TENSORRT} & set(execution.providers) else ""),
+        "provider_options": "; ".join([describe_providers(execution.providers,
+                                                          job.options.trt, s),
+                                       *on_device(job, execution)]),
         "workers": execution.workers,
         "engine": execution.engine,
         "tiles_total": job.n_tiles,

@@ -1,5 +1,6 @@
-"""Feeding the model: tiles cut from blocks decoded once for all reader threads, and
-8-bit tiles fed as uint8 to a model that scales them itself (on a GPU)."""
+"""Feeding the model: tiles cut from blocks decoded once for all reader threads,
+8-bit tiles fed as uint8 to a model that scales them itself, and a dense YOLO output
+reduced by the model itself to each candidate's best class (both on a GPU)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from onnx import TensorProto, helper
 
 from geodet.api import plan
 from geodet.blocks import Block, Blocks
+from geodet.decode import DECODERS, decode_end2end, reduced_on_device
 from geodet.detector import TileDetector
 from geodet.model import inspect_model
 from geodet.preprocess import feeds_uint8, scaled_on_device, to_model_input
@@ -27,9 +29,9 @@ def _scene(tmp_path, kind: str):
     """A tiled GeoTIFF of 600 x 450 px (edge blocks are partial) in 256 px blocks."""
     rng = np.random.default_rng(3)
     tiled = {"tiled": True, "blockxsize": 256, "blockysize": 256}
-    if kind == "jpeg":
+    if kind == "rgb jpeg":  # GDAL decodes it (YCbCr JPEG: tests/test_jpeg.py)
         data = rng.integers(0, 256, (3, 450, 600), dtype=np.uint8)
-        return write_tif(tmp_path / "j.tif", data, compress="JPEG", photometric="YCBCR",
+        return write_tif(tmp_path / "j.tif", data, compress="JPEG", photometric="RGB",
                          **tiled), None
     if kind == "uint16 nodata":
         data = rng.integers(1, 4096, (3, 450, 600), dtype=np.uint16)
@@ -47,7 +49,7 @@ def _scene(tmp_path, kind: str):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["jpeg", "uint16 nodata", "alpha", "bands 3,1"])
+@pytest.mark.parametrize("kind", ["rgb jpeg", "uint16 nodata", "alpha", "bands 3,1"])
 def test_tiles_cut_from_shared_blocks_are_direct_reads_bit_for_bit(tmp_path, kind):
     """Every tile of a grid with overlap (edge tiles and partial blocks included),
     read by two threads sharing one `Blocks`, equals a direct windowed read: pixels,
@@ -159,14 +161,15 @@ def test_the_budget_drops_the_least_recently_used_blocks():
     assert list(blocks._done) == [6, 7, 8]
 
 
-def _identity_model(dtype: int, channels_last: bool) -> bytes:
+def _identity_model(dtype: int, channels_last: bool = False, dims: list | None = None,
+                    opset: int = 17) -> bytes:
     """A model whose output is its input: what it computes is what it was fed."""
-    dims = ["b", 8, 8, 3] if channels_last else ["b", 3, 8, 8]
+    dims = dims or (["b", 8, 8, 3] if channels_last else ["b", 3, 8, 8])
     graph = helper.make_graph(
         [helper.make_node("Identity", ["images"], ["output0"])], "identity",
         [helper.make_tensor_value_info("images", dtype, dims)],
         [helper.make_tensor_value_info("output0", dtype, dims)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model.SerializeToString()
 
@@ -195,6 +198,37 @@ def test_a_model_scaling_its_uint8_input_computes_what_the_host_does(
     assert device.dtype == host.dtype and np.array_equal(device, host)
 
 
+@pytest.mark.parametrize("layout", ["ultralytics", "yolov5"])
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16])
+@pytest.mark.parametrize("opset", [9, 17, 18])  # Slice's bounds and ReduceMax's axes
+def test_a_model_reducing_its_output_decodes_what_the_host_does(layout, dtype, opset):
+    """A model whose output is its input, fed YOLO outputs (4 boxes of 40 classes with
+    ties, 300 candidates), reduced on the device: the `end2end` decoder finds exactly
+    what the layout's own decoder finds in the full output, at several thresholds."""
+    rng = np.random.default_rng(5)
+    candidates, values = 300, 4 + (layout == "yolov5") + 40
+    raw = rng.random((3, candidates, values)) * [640, 640, 80, 80, *[1] * (values - 4)]
+    raw[:, :, -40:] = np.round(raw[:, :, -40:] * 8) / 8  # ties: the first class wins
+    if layout == "ultralytics":
+        raw = raw.transpose(0, 2, 1)
+    raw = raw.astype(helper.tensor_dtype_to_np_dtype(dtype))
+    model = _identity_model(dtype, dims=["b", *raw.shape[1:]], opset=opset)
+    reduced = reduced_on_device(model, layout)
+    onnx.checker.check_model(onnx.load_from_string(reduced))
+    session = ort.InferenceSession(reduced, providers=["CPUExecutionProvider"])
+    [out] = session.get_outputs()
+    assert (out.name, out.type) == ("geodet_detections", "tensor(float)")
+    device = session.run(None, {"images": raw})
+    assert device[0].shape == (3, candidates, 6)
+    for conf in (0.0, 0.3, 0.9):
+        host = DECODERS[layout]([raw], conf, (640, 640))
+        ours = decode_end2end(device, conf, (640, 640))
+        assert sum(len(h[1]) for h in host) > (0 if conf < 0.9 else -1)
+        for h, o in zip(host, ours, strict=True):
+            for a, b in zip(h, o, strict=True):
+                assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
 def test_only_8bit_scenes_taken_as_0_to_255_are_fed_uint8(tmp_path, squares_model):
     data = np.full((3, 64, 64), 40, np.uint8)
     eight = open_scene(write_tif(tmp_path / "e.tif", data))
@@ -208,9 +242,10 @@ def test_only_8bit_scenes_taken_as_0_to_255_are_fed_uint8(tmp_path, squares_mode
     assert not feeds_uint8([eight], replace(info, input_dtype="uint8"))  # already is
 
 
-def test_a_gpu_detector_fed_uint8_finds_what_a_cpu_one_finds(tmp_path, squares_model):
-    """``cuda`` on a machine without one: ONNX Runtime runs the uint8-fed model on the
-    CPU, and the detections are those of the float-fed CPU detector, exactly."""
+def test_a_gpu_detector_finds_what_a_cpu_one_finds(tmp_path, squares_model):
+    """``cuda`` on a machine without one: ONNX Runtime runs the uint8-fed model with
+    its reduced output on the CPU, and the detections are those of the float-fed CPU
+    detector decoding the full output, exactly."""
     from tests.helpers import scene_with_squares
     path = write_tif(tmp_path / "s.tif", scene_with_squares((300, 300), [(20, 30), (150, 160),
                                                                          (250, 10)]))
@@ -222,13 +257,19 @@ def test_a_gpu_detector_fed_uint8_finds_what_a_cpu_one_finds(tmp_path, squares_m
         found[device] = detector.run(specs)
         fed = detector.session.get_inputs()[0].type
         assert fed == ("tensor(uint8)" if device == "cuda" else "tensor(float)")
+        [out] = detector.session.get_outputs()
+        if device == "cuda":  # [B, N, 6]
+            assert out.name == "geodet_detections" and out.shape[2] == 6
+        else:  # [B, 4 + nc, N]
+            assert out.shape[1] == 4 + len(job.settings.model.names)
     cpu, gpu = found["cpu"].detections, found["cuda"].detections
     assert len(cpu) == 3
     assert np.array_equal(cpu.boxes, gpu.boxes) and np.array_equal(cpu.scores, gpu.scores)
+    assert np.array_equal(cpu.class_ids, gpu.class_ids)
     assert found["cpu"].tiles == found["cuda"].tiles
 
 
-def test_the_run_record_says_when_the_gpu_was_fed_uint8(tmp_path, squares_model):
+def test_the_run_record_says_what_the_gpu_did_besides_the_model(tmp_path, squares_model):
     from datetime import UTC, datetime
 
     from geodet.detections import Detections
@@ -239,10 +280,12 @@ def test_the_run_record_says_when_the_gpu_was_fed_uint8(tmp_path, squares_model)
     data = np.full((3, 64, 64), 40, np.uint8)
     eight = write_tif(tmp_path / "e.tif", data)
     sixteen = write_tif(tmp_path / "s.tif", data.astype(np.uint16) * 16)
-    for path, providers, fed in ((eight, (CUDA,), True), (eight, (CPU,), False),
-                                 (sixteen, (CUDA,), False)):
+    fed = "input fed as uint8, scaled on the device"
+    reduced = "output reduced to each candidate's best class on the device"
+    for path, providers, layout, notes in (
+            (eight, (CUDA,), None, [fed, reduced]), (eight, (CPU,), None, []),
+            (sixteen, (CUDA,), None, [reduced]), (eight, (CUDA,), "detr", [fed])):
         execution = Execution({}, Detections.empty(), {}, providers, 1, "ray")
-        record = run_record(plan(path, squares_model), execution, 0, 0, datetime.now(UTC),
-                            0.0)
-        assert record["provider_options"].endswith(
-            "; input fed as uint8, scaled on the device") is fed
+        record = run_record(plan(path, squares_model, layout=layout), execution, 0, 0,
+                            datetime.now(UTC), 0.0)
+        assert record["provider_options"].split("; ")[1:] == notes
