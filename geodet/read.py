@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geodet.blocks import Block, Blocks
+from geodet.jpeg import TurboJpeg
 from geodet.scene import SceneInfo
 from geodet.tiling import Grid, TileSpec
 
@@ -211,14 +212,16 @@ class TileReader:
     With ``blocks`` (shared by the reader threads of one detector), a tile read at
     the scene's own resolution from a tiled raster is cut from the scene's decoded
     blocks, each decoded once for all the threads; its pixels and mask are those of
-    a direct windowed read, bit for bit. Other tiles (resampled, or from untiled or
-    finely tiled rasters) are read directly."""
+    a direct windowed read, bit for bit, but for the blocks of local 8-bit YCbCr JPEG
+    GeoTIFFs, which libjpeg-turbo decodes (`geodet.jpeg`). Other tiles (resampled, or
+    from untiled or finely tiled rasters) are read directly."""
 
     def __init__(self, scenes: list[SceneInfo], blocks: Blocks | None = None) -> None:
         self._scenes = scenes
         self._blocks = blocks
         self._open: dict[int, rasterio.DatasetReader] = {}
         self._block_shape: dict[int, tuple[int, int] | None] = {}  # (h, w) to cut from
+        self._jpeg: dict[int, TurboJpeg | None] = {}  # decodes the blocks to cut from
         self._needs: set[int] = set()  # scenes whose rows of blocks `blocks` knows
 
     def _dataset(self, scene: int) -> rasterio.DatasetReader:
@@ -229,6 +232,7 @@ class TileReader:
             self._block_shape[scene] = shape if (
                 self._blocks is not None and shape is not None
                 and min(shape) >= MIN_BLOCK_SIDE) else None
+            self._jpeg[scene] = TurboJpeg.open(ds) if self._block_shape[scene] else None
         return self._open[scene]
 
     def read(self, spec: TileSpec, out_size: tuple[int, int], tile: tuple[int, int]) -> Tile:
@@ -283,8 +287,12 @@ class TileReader:
             _, r, c = key
             block = Window(c * bw, r * bh, min(bw, ds.width - c * bw),
                            min(bh, ds.height - r * bh))
-            return Block(ds.read(list(info.bands), window=block),
-                         ds.dataset_mask(window=block) > 0 if info.has_mask else None)
+            pixels = jpeg.decode(r, c, info.bands) if jpeg else None
+            if pixels is None:
+                pixels = ds.read(list(info.bands), window=block)
+            return Block(pixels, ds.dataset_mask(window=block) > 0 if info.has_mask else None)
+
+        jpeg = self._jpeg[spec.scene]
 
         keys = [(spec.scene, r, c) for r in range(y0 // bh, (y1 - 1) // bh + 1)
                 for c in range(x0 // bw, (x1 - 1) // bw + 1)]
@@ -316,6 +324,8 @@ class TileReader:
 
     def _forget(self, scene: int) -> None:
         """Close a scene's dataset; the next read opens it afresh."""
-        ds = self._open.pop(scene, None)
+        ds, jpeg = self._open.pop(scene, None), self._jpeg.pop(scene, None)
+        if jpeg is not None:
+            jpeg.close()
         if ds is not None:
             ds.close()

@@ -1,0 +1,190 @@
+"""JPEG GeoTIFF blocks decoded by libjpeg-turbo (`geodet.jpeg`): the pixels GDAL gives
+but where the two libraries' colour upsampling differs, GDAL's validity exactly, and
+GDAL left to decode what libjpeg-turbo is not given."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.shutil
+
+from geodet.api import detect
+from geodet.blocks import Blocks
+from geodet.jpeg import TurboJpeg
+from geodet.read import TileReader
+from geodet.scene import open_scene
+from geodet.synthetic import vehicle_scene
+from geodet.tiling import plan_grid
+from tests.helpers import write_tif
+
+YCBCR = {"tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "JPEG",
+         "photometric": "YCBCR", "jpeg_quality": 90}
+
+
+@pytest.fixture(scope="module")
+def aerial(tmp_path_factory) -> np.ndarray:
+    """600 x 450 px of a generated aerial scene (cars, roofs, trees): partial edge
+    blocks at 256 px."""
+    path = tmp_path_factory.mktemp("aerial") / "a.tif"
+    vehicle_scene(path, size=600, seed=4)
+    with rasterio.open(path) as ds:
+        return ds.read()[:, :450]
+
+
+def _tiles(scene, blocks: Blocks | None, threads: int = 2):
+    grid = plan_grid(scene.width, scene.height, (200, 200), 0.25, scene=0,
+                     extent=(0, 0, scene.width, scene.height))
+    local = threading.local()
+
+    def read(spec):
+        if not hasattr(local, "reader"):
+            local.reader = TileReader([scene], blocks)
+        return local.reader.read(spec, (200, 200), (200, 200))
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(grid), list(pool.map(read, grid))
+
+
+def _turbo_blocks(path) -> TurboJpeg | None:
+    with rasterio.open(path) as ds:
+        decoder = TurboJpeg.open(ds)
+        if decoder is not None:
+            decoder.close()
+        return decoder
+
+
+@pytest.mark.parametrize("extra", [{}, {"jpegtablesmode": 0}], ids=["tables", "own tables"])
+@pytest.mark.parametrize("bands", [None, (3, 1)])
+def test_cut_tiles_are_gdal_reads_but_for_the_colour_upsampling(tmp_path, aerial, extra,
+                                                                bands):
+    """Every tile (edge tiles, partial blocks, a band selection; the file's shared
+    JPEG tables or each block's own) is within JPEG's tolerance of GDAL's read of the
+    same window: a wrong colour order, crop, table or offset is off by far more."""
+    path = write_tif(tmp_path / "y.tif", aerial, **YCBCR, **extra)
+    assert _turbo_blocks(path) is not None
+    scene = open_scene(path, bands)
+    specs, cut = _tiles(scene, Blocks())
+    direct = TileReader([scene])
+    assert len(specs) > 9
+    for spec, got in zip(specs, cut, strict=True):
+        want = direct.read(spec, (200, 200), (200, 200))
+        assert got.pixels.dtype == want.pixels.dtype and got.pixels.shape == want.pixels.shape
+        diff = np.abs(got.pixels.astype(int) - want.pixels.astype(int))
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8, (spec, diff.max())
+
+
+def test_validity_comes_from_gdal_and_invalid_pixels_take_the_fill(tmp_path, aerial):
+    """A JPEG GeoTIFF with an internal mask (a drone orthomosaic's usual form): the
+    mask and the filled pixels are exactly GDAL's."""
+    valid = np.ones(aerial.shape[1:], bool)
+    valid[:, :130] = False
+    valid[300:, 400:] = False
+    path = tmp_path / "m.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        write_tif(path, aerial, **YCBCR)
+        with rasterio.open(path, "r+") as ds:
+            ds.write_mask(valid.astype(np.uint8) * 255)
+    scene = open_scene(path)
+    specs, cut = _tiles(scene, Blocks())
+    direct = TileReader([scene])
+    for spec, got in zip(specs, cut, strict=True):
+        want = direct.read(spec, (200, 200), (200, 200))
+        assert np.array_equal(got.valid, want.valid)
+        assert np.array_equal(got.pixels[:, ~got.valid], want.pixels[:, ~want.valid])
+    assert any((~t.valid).any() for t in cut) and any(t.valid.all() for t in cut)
+
+
+@pytest.mark.parametrize("kind", ["rgb jpeg", "grey jpeg", "deflate", "vrt"])
+def test_rasters_libjpeg_turbo_is_not_given_are_gdal_reads_bit_for_bit(tmp_path, aerial,
+                                                                      kind):
+    data = aerial[:1] if kind == "grey jpeg" else aerial
+    profile = {"rgb jpeg": {**YCBCR, "photometric": "RGB"},
+               "grey jpeg": {**YCBCR, "photometric": "MINISBLACK"},
+               "deflate": {**YCBCR, "compress": "DEFLATE", "photometric": "RGB"},
+               "vrt": YCBCR}[kind]
+    path = write_tif(tmp_path / "s.tif", data, **profile)
+    if kind == "vrt":  # a YCbCr JPEG GeoTIFF behind a VRT, in 512 px blocks
+        path = tmp_path / "s.vrt"
+        rasterio.shutil.copy(tmp_path / "s.tif", path, driver="VRT", blockxsize=512,
+                             blockysize=512)
+    assert _turbo_blocks(path) is None
+    scene = open_scene(path)
+    specs, cut = _tiles(scene, Blocks())
+    direct = TileReader([scene])
+    for spec, got in zip(specs, cut, strict=True):
+        assert np.array_equal(got.pixels, direct.read(spec, (200, 200), (200, 200)).pixels)
+
+
+def test_a_dataset_that_is_no_file_is_left_to_gdal(tmp_path, aerial):
+    path = f"/vsimem/{tmp_path.name}.tif"
+    rasterio.shutil.copy(write_tif(tmp_path / "y.tif", aerial, **YCBCR), path, **YCBCR)
+    try:
+        assert _turbo_blocks(tmp_path / "y.tif") is not None
+        assert _turbo_blocks(path) is None
+    finally:
+        rasterio.shutil.delete(path)
+
+
+def test_sparse_corrupt_and_missing_blocks_are_left_to_gdal(tmp_path, aerial):
+    """A block that is not in the file reads as GDAL reads it (the fill); a garbled
+    one, which libjpeg-turbo refuses, as GDAL decodes it (with its warning); one cut
+    off by a truncated file fails with GDAL's own words, as a direct read does. The
+    other tiles are read."""
+    data = aerial.copy()
+    data[:, :256, :256] = 0  # all zeros: with SPARSE_OK, not written at all
+    path = write_tif(tmp_path / "p.tif", data, sparse_ok=True, **YCBCR)
+    with rasterio.open(path) as ds:
+        assert ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1) in (None, "", "0")
+        garbled, last = (int(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1))
+                         for c, r in ((1, 0), (2, 1)))
+    with open(path, "r+b") as f:
+        f.seek(garbled + 700)
+        f.write(bytes(range(256)) * 8)
+        f.truncate(last + 100)
+    scene = open_scene(path)
+    grid = plan_grid(scene.width, scene.height, (200, 200), 0.25, scene=0,
+                     extent=(0, 0, scene.width, scene.height))
+    shared, direct = TileReader([scene], Blocks()), TileReader([scene])
+    failed = 0
+    for spec in grid:
+        got, why = shared.try_read(spec, (200, 200), (200, 200))
+        want, reason = direct.try_read(spec, (200, 200), (200, 200))
+        assert (got is None) == (want is None), spec
+        if got is None:
+            failed += 1
+            assert "got 100 bytes" in why and "got 100 bytes" in reason  # GDAL's words
+        elif spec.row_off + spec.height <= 256 and spec.col_off + spec.width <= 512:
+            assert np.array_equal(got.pixels, want.pixels)  # sparse and garbled blocks
+    assert 0 < failed < len(grid)
+
+
+def test_a_run_over_a_jpeg_scene_finds_what_gdal_decoding_finds(tmp_path):
+    """The bundled demo detector over a generated scene stored as YCbCr JPEG in 512 px
+    blocks, decoded by libjpeg-turbo, and over a VRT of the same file, which GDAL
+    decodes: the same objects, one to one, the same classes, boxes within two pixels
+    (a tenth of a pixel for most)."""
+    from geodet.demo import bundled_model
+
+    path = tmp_path / "v.tif"
+    truth, _ = vehicle_scene(path, size=1536, seed=2)
+    with rasterio.open(path) as ds:
+        data, profile = ds.read(), ds.profile
+    jpeg = write_tif(tmp_path / "j.tif", data, transform=profile["transform"],
+                     crs=profile["crs"], **{**YCBCR, "blockxsize": 512, "blockysize": 512})
+    vrt = tmp_path / "j.vrt"
+    rasterio.shutil.copy(jpeg, vrt, driver="VRT")
+    assert _turbo_blocks(jpeg) is not None and _turbo_blocks(vrt) is None
+    turbo, gdal = (detect(p, bundled_model(), progress=False) for p in (jpeg, vrt))
+    assert len(truth) > 40 and len(turbo) == len(gdal) >= 0.95 * len(truth)
+    a = np.array([g.bounds for g in turbo.geometry])
+    b = np.array([g.bounds for g in gdal.geometry])
+    nearest = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2).argmin(axis=1)
+    assert len(set(nearest)) == len(a)  # one to one
+    gsd = abs(profile["transform"].a)
+    shift = np.abs(a - b[nearest]) / gsd  # pixels
+    assert np.median(shift) < 0.1 and shift.max() <= 2, (np.median(shift), shift.max())
+    assert (turbo["class_name"].to_numpy() == gdal["class_name"].to_numpy()[nearest]).all()
