@@ -11,7 +11,7 @@ The two decoders give the same pixels except at sharp colour edges, where libjpe
 upsamples the half-resolution colour by DCT scaling and libjpeg-turbo (the JPEG
 library of most GDAL builds: Debian's, conda-forge's) by a triangle filter; on an
 aerial scene at quality 90, 99 % of values are within 8 levels. Blocks it cannot
-decode (sparse, corrupt, or not what the header promised) are left to GDAL, which
+decode (sparse, corrupt, or not the size of a block) are left to GDAL, which
 reads them, or reports them, as it always does.
 """
 
@@ -36,8 +36,8 @@ class TurboJpeg:
     @classmethod
     def open(cls, ds: rasterio.DatasetReader) -> TurboJpeg | None:
         """A decoder for ``ds``, or None where GDAL must decode: a remote or non-TIFF
-        raster, another compression or colour space, bands other than three bytes in
-        one block, or a first block whose header is not what the dataset says."""
+        raster, another compression or colour space, or bands other than three bytes
+        in one block."""
         structure = ds.tags(ns="IMAGE_STRUCTURE")
         if not (ds.driver == "GTiff" and os.path.isfile(ds.name) and ds.count == 3
                 and ds.compression == Compression.jpeg
@@ -46,16 +46,7 @@ class TurboJpeg:
                 and set(ds.dtypes) == {"uint8"} and len(set(ds.block_shapes)) == 1):
             return None
         tables = ds.get_tag_item("JPEGTABLES", "TIFF", bidx=1)
-        decoder = cls(ds, bytes.fromhex(tables) if tables else None)
-        stream = decoder._stream(0, 0)
-        try:
-            height, width, space, _ = simplejpeg.decode_jpeg_header(stream or b"")
-        except ValueError:
-            space = None
-        if stream is None or space != "YCbCr" or (height, width) != ds.block_shapes[0]:
-            decoder.close()
-            return None
-        return decoder
+        return cls(ds, bytes.fromhex(tables) if tables else None)
 
     def _stream(self, row: int, col: int) -> bytes | None:
         """The block's JPEG stream with the file's tables spliced in, or None for a
@@ -82,7 +73,7 @@ class TurboJpeg:
         except ValueError:  # corrupt: GDAL reads it, or says what is wrong
             return None
         bh, bw = self._ds.block_shapes[0]
-        if rgb.shape != (bh, bw, 3):
+        if rgb.shape != (bh, bw, 3):  # not the block the file says it is
             return None
         h, w = min(bh, self._ds.height - row * bh), min(bw, self._ds.width - col * bw)
         return np.ascontiguousarray(rgb.transpose(2, 0, 1)[[b - 1 for b in bands], :h, :w])
