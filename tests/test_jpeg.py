@@ -1,6 +1,7 @@
 """JPEG GeoTIFF blocks decoded by libjpeg-turbo (`geodet.jpeg`): the pixels GDAL gives
-but where the two libraries' colour upsampling differs, GDAL's validity exactly, and
-GDAL left to decode what libjpeg-turbo is not given."""
+(bit for bit for blocks of one band; for YCbCr, but where the two libraries' colour
+upsampling differs), GDAL's validity exactly, and GDAL left to decode what
+libjpeg-turbo is not given."""
 
 from __future__ import annotations
 
@@ -49,12 +50,17 @@ def _tiles(scene, blocks: Blocks | None, threads: int = 2):
         return list(grid), list(pool.map(read, grid))
 
 
-def _turbo_blocks(path) -> TurboJpeg | None:
+def _turbo_block(path, block: tuple[int, int] = (0, 0)) -> np.ndarray | None:
+    """Block ``(row, col)`` of every band as libjpeg-turbo decodes it, or None where
+    GDAL is left to decode it (the dataset, or that block)."""
     with rasterio.open(path) as ds:
         decoder = TurboJpeg.open(ds)
-        if decoder is not None:
+        if decoder is None:
+            return None
+        try:
+            return decoder.decode(*block, tuple(range(1, ds.count + 1)))
+        finally:
             decoder.close()
-        return decoder
 
 
 @pytest.mark.parametrize("extra", [{}, {"jpegtablesmode": 0}], ids=["tables", "own tables"])
@@ -65,7 +71,7 @@ def test_cut_tiles_are_gdal_reads_but_for_the_colour_upsampling(tmp_path, aerial
     JPEG tables or each block's own) is within JPEG's tolerance of GDAL's read of the
     same window: a wrong colour order, crop, table or offset is off by far more."""
     path = write_tif(tmp_path / "y.tif", aerial, **YCBCR, **extra)
-    assert _turbo_blocks(path) is not None
+    assert _turbo_block(path) is not None
     scene = open_scene(path, bands)
     specs, cut = _tiles(scene, Blocks())
     direct = TileReader([scene])
@@ -98,33 +104,54 @@ def test_validity_comes_from_gdal_and_invalid_pixels_take_the_fill(tmp_path, aer
     assert any((~t.valid).any() for t in cut) and any(t.valid.all() for t in cut)
 
 
-@pytest.mark.parametrize("kind", ["rgb jpeg", "grey jpeg", "deflate", "vrt"])
-def test_rasters_libjpeg_turbo_is_not_given_are_gdal_reads_bit_for_bit(tmp_path, aerial,
-                                                                      kind):
-    data = aerial[:1] if kind == "grey jpeg" else aerial
-    profile = {"rgb jpeg": {**YCBCR, "photometric": "RGB"},
-               "grey jpeg": {**YCBCR, "photometric": "MINISBLACK"},
-               "deflate": {**YCBCR, "compress": "DEFLATE", "photometric": "RGB"},
-               "vrt": YCBCR}[kind]
-    path = write_tif(tmp_path / "s.tif", data, **profile)
-    if kind == "vrt":  # a YCbCr JPEG GeoTIFF behind a VRT, in 512 px blocks
-        path = tmp_path / "s.vrt"
-        rasterio.shutil.copy(tmp_path / "s.tif", path, driver="VRT", blockxsize=512,
-                             blockysize=512)
-    assert _turbo_blocks(path) is None
-    scene = open_scene(path)
+@pytest.mark.parametrize(("kind", "bands"), [("grey", None), ("4 bands", None),
+                                             ("4 bands", (4, 2)), ("own tables", None)])
+def test_blocks_of_one_band_are_gdal_reads_bit_for_bit(tmp_path, aerial, kind, bands):
+    """JPEG blocks of one band each (panchromatic, or multispectral bands stored
+    apart): libjpeg-turbo decodes them as GDAL does, bit for bit."""
+    data = aerial[:1] if kind == "grey" else np.concatenate([aerial, aerial[1:2] // 2])
+    extra = {"jpegtablesmode": 0} if "own tables" in kind else {}
+    path = write_tif(tmp_path / "g.tif", data, **{**YCBCR, "photometric": "MINISBLACK"},
+                     interleave="band", **extra)
+    assert _turbo_block(path) is not None
+    scene = open_scene(path, bands)
     specs, cut = _tiles(scene, Blocks())
     direct = TileReader([scene])
     for spec, got in zip(specs, cut, strict=True):
         assert np.array_equal(got.pixels, direct.read(spec, (200, 200), (200, 200)).pixels)
 
 
+@pytest.mark.parametrize("kind", ["rgb jpeg", "nodata value", "deflate", "vrt"])
+def test_rasters_libjpeg_turbo_is_not_given_are_gdal_reads_bit_for_bit(tmp_path, aerial,
+                                                                      kind):
+    """Among them a YCbCr JPEG with a nodata value, whose validity GDAL computes from
+    the pixels it decodes: it decodes them once, for both."""
+    profile = {"rgb jpeg": {**YCBCR, "photometric": "RGB"},
+               "nodata value": {**YCBCR, "nodata": 0},
+               "deflate": {**YCBCR, "compress": "DEFLATE", "photometric": "RGB"},
+               "vrt": YCBCR}[kind]
+    path = write_tif(tmp_path / "s.tif", aerial, **profile)
+    if kind == "vrt":  # a YCbCr JPEG GeoTIFF behind a VRT, in 512 px blocks
+        path = tmp_path / "s.vrt"
+        rasterio.shutil.copy(tmp_path / "s.tif", path, driver="VRT", blockxsize=512,
+                             blockysize=512)
+    assert _turbo_block(path) is None
+    scene = open_scene(path)
+    specs, cut = _tiles(scene, Blocks())
+    direct = TileReader([scene])
+    for spec, got in zip(specs, cut, strict=True):
+        want = direct.read(spec, (200, 200), (200, 200))
+        assert np.array_equal(got.pixels, want.pixels)
+        assert (got.valid is None) == (want.valid is None) == (kind != "nodata value")
+        assert got.valid is None or np.array_equal(got.valid, want.valid)
+
+
 def test_a_dataset_that_is_no_file_is_left_to_gdal(tmp_path, aerial):
     path = f"/vsimem/{tmp_path.name}.tif"
     rasterio.shutil.copy(write_tif(tmp_path / "y.tif", aerial, **YCBCR), path, **YCBCR)
     try:
-        assert _turbo_blocks(tmp_path / "y.tif") is not None
-        assert _turbo_blocks(path) is None
+        assert _turbo_block(tmp_path / "y.tif") is not None
+        assert _turbo_block(path) is None
     finally:
         rasterio.shutil.delete(path)
 
@@ -145,7 +172,7 @@ def test_sparse_corrupt_and_missing_blocks_are_left_to_gdal(tmp_path, aerial):
         f.seek(garbled + 700)
         f.write(bytes(range(256)) * 8)
         f.truncate(last + 100)
-    assert _turbo_blocks(path) is not None  # a sparse first block changes nothing
+    assert _turbo_block(path, (1, 1)) is not None  # a sparse first block is no matter
     scene = open_scene(path)
     grid = plan_grid(scene.width, scene.height, (200, 200), 0.25, scene=0,
                      extent=(0, 0, scene.width, scene.height))
@@ -178,7 +205,7 @@ def test_a_run_over_a_jpeg_scene_finds_what_gdal_decoding_finds(tmp_path):
                      crs=profile["crs"], **{**YCBCR, "blockxsize": 512, "blockysize": 512})
     vrt = tmp_path / "j.vrt"
     rasterio.shutil.copy(jpeg, vrt, driver="VRT")
-    assert _turbo_blocks(jpeg) is not None and _turbo_blocks(vrt) is None
+    assert _turbo_block(jpeg) is not None and _turbo_block(vrt) is None
     turbo, gdal = (detect(p, bundled_model(), progress=False) for p in (jpeg, vrt))
     assert len(truth) > 40 and len(turbo) == len(gdal) >= 0.95 * len(truth)
     a = np.array([g.bounds for g in turbo.geometry])
