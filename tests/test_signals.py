@@ -61,7 +61,7 @@ def test_embedded_run_opens_no_endpoint_without_token(tmp_path, squares_model):
 
 @pytest.mark.parametrize("engine", ["threads", "ray"])
 def test_sigterm_mid_run_while_a_second_run_is_refused(tmp_path, squares_model, engine):
-    scene = squares_everywhere(tmp_path, size=4000 if engine == "threads" else 1600)
+    scene = squares_everywhere(tmp_path, size=4000)  # 3844 tiles: not done before the signal
     out, progress = tmp_path / "o.gpkg", tmp_path / "o.gpkg.progress"
     args = [scene, "--model", squares_model, "--out", out, "--batch-size", "1",
             "--overlap", "0.5", "--engine", engine]
