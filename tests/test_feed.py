@@ -78,7 +78,7 @@ def test_tiles_cut_from_shared_blocks_are_direct_reads_bit_for_bit(tmp_path, kin
             assert (got.valid is None) == (want.valid is None)
             assert got.valid is None or np.array_equal(got.valid, want.valid)
             assert got.scale == want.scale
-        held = len(blocks._done)
+        held = len(blocks._done)  # resampled tiles of these are read directly
         assert held == (0 if size != tile else 3 * 2)  # 600 x 450 px: 3 x 2 blocks
 
 

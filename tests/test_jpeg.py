@@ -36,18 +36,28 @@ def aerial(tmp_path_factory) -> np.ndarray:
         return ds.read()[:, :450]
 
 
-def _tiles(scene, blocks: Blocks | None, threads: int = 2):
+#: Tiles of 200 px read at the scene's resolution, downsampled (by 1.5 and by 3.3),
+#: upsampled.
+SIZES = [(200, 200), (130, 130), (60, 60), (256, 256)]
+
+
+def _tiles(scene, size: tuple[int, int] = (200, 200)):
+    """Every tile of 200 px (overlap 0.25) read at ``size`` by two threads sharing
+    blocks, and the same tiles read directly by GDAL."""
     grid = plan_grid(scene.width, scene.height, (200, 200), 0.25, scene=0,
                      extent=(0, 0, scene.width, scene.height))
-    local = threading.local()
+    local, blocks = threading.local(), Blocks()
 
     def read(spec):
         if not hasattr(local, "reader"):
             local.reader = TileReader([scene], blocks)
-        return local.reader.read(spec, (200, 200), (200, 200))
+        return local.reader.read(spec, size, (200, 200))
 
-    with ThreadPoolExecutor(threads) as pool:
-        return list(grid), list(pool.map(read, grid))
+    with ThreadPoolExecutor(2) as pool:
+        cut = list(pool.map(read, grid))
+    direct = TileReader([scene])
+    return list(zip(cut, [direct.read(spec, size, (200, 200)) for spec in grid],
+                    strict=True))
 
 
 def _turbo_block(path, block: tuple[int, int] = (0, 0)) -> np.ndarray | None:
@@ -63,29 +73,30 @@ def _turbo_block(path, block: tuple[int, int] = (0, 0)) -> np.ndarray | None:
             decoder.close()
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("extra", [{}, {"jpegtablesmode": 0}], ids=["tables", "own tables"])
 @pytest.mark.parametrize("bands", [None, (3, 1)])
 def test_cut_tiles_are_gdal_reads_but_for_the_colour_upsampling(tmp_path, aerial, extra,
-                                                                bands):
+                                                                bands, size):
     """Every tile (edge tiles, partial blocks, a band selection; the file's shared
-    JPEG tables or each block's own) is within JPEG's tolerance of GDAL's read of the
-    same window: a wrong colour order, crop, table or offset is off by far more."""
+    JPEG tables or each block's own; resampled or not) is within JPEG's tolerance of
+    GDAL's read of the same window: a wrong colour order, crop, table, offset or
+    resampling window is off by far more."""
     path = write_tif(tmp_path / "y.tif", aerial, **YCBCR, **extra)
     assert _turbo_block(path) is not None
-    scene = open_scene(path, bands)
-    specs, cut = _tiles(scene, Blocks())
-    direct = TileReader([scene])
-    assert len(specs) > 9
-    for spec, got in zip(specs, cut, strict=True):
-        want = direct.read(spec, (200, 200), (200, 200))
+    tiles = _tiles(open_scene(path, bands), size)
+    assert len(tiles) > 9
+    for got, want in tiles:
         assert got.pixels.dtype == want.pixels.dtype and got.pixels.shape == want.pixels.shape
+        assert got.scale == want.scale
         diff = np.abs(got.pixels.astype(int) - want.pixels.astype(int))
-        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8, (spec, diff.max())
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8, diff.max()
 
 
-def test_validity_comes_from_gdal_and_invalid_pixels_take_the_fill(tmp_path, aerial):
+@pytest.mark.parametrize("size", SIZES)
+def test_validity_comes_from_gdal_and_invalid_pixels_take_the_fill(tmp_path, aerial, size):
     """A JPEG GeoTIFF with an internal mask (a drone orthomosaic's usual form): the
-    mask and the filled pixels are exactly GDAL's."""
+    mask and the filled pixels are exactly GDAL's, resampled or not."""
     valid = np.ones(aerial.shape[1:], bool)
     valid[:, :130] = False
     valid[300:, 400:] = False
@@ -94,31 +105,27 @@ def test_validity_comes_from_gdal_and_invalid_pixels_take_the_fill(tmp_path, aer
         write_tif(path, aerial, **YCBCR)
         with rasterio.open(path, "r+") as ds:
             ds.write_mask(valid.astype(np.uint8) * 255)
-    scene = open_scene(path)
-    specs, cut = _tiles(scene, Blocks())
-    direct = TileReader([scene])
-    for spec, got in zip(specs, cut, strict=True):
-        want = direct.read(spec, (200, 200), (200, 200))
+    tiles = _tiles(open_scene(path), size)
+    for got, want in tiles:
         assert np.array_equal(got.valid, want.valid)
         assert np.array_equal(got.pixels[:, ~got.valid], want.pixels[:, ~want.valid])
-    assert any((~t.valid).any() for t in cut) and any(t.valid.all() for t in cut)
+    assert any((~t.valid).any() for t, _ in tiles) and any(t.valid.all() for t, _ in tiles)
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(("kind", "bands"), [("grey", None), ("4 bands", None),
                                              ("4 bands", (4, 2)), ("own tables", None)])
-def test_blocks_of_one_band_are_gdal_reads_bit_for_bit(tmp_path, aerial, kind, bands):
+def test_blocks_of_one_band_are_gdal_reads_bit_for_bit(tmp_path, aerial, kind, bands, size):
     """JPEG blocks of one band each (panchromatic, or multispectral bands stored
-    apart): libjpeg-turbo decodes them as GDAL does, bit for bit."""
+    apart): libjpeg-turbo decodes them as GDAL does, and GDAL resamples the tiles cut
+    from them as it resamples a direct read, bit for bit."""
     data = aerial[:1] if kind == "grey" else np.concatenate([aerial, aerial[1:2] // 2])
     extra = {"jpegtablesmode": 0} if "own tables" in kind else {}
     path = write_tif(tmp_path / "g.tif", data, **{**YCBCR, "photometric": "MINISBLACK"},
                      interleave="band", **extra)
     assert _turbo_block(path) is not None
-    scene = open_scene(path, bands)
-    specs, cut = _tiles(scene, Blocks())
-    direct = TileReader([scene])
-    for spec, got in zip(specs, cut, strict=True):
-        assert np.array_equal(got.pixels, direct.read(spec, (200, 200), (200, 200)).pixels)
+    for got, want in _tiles(open_scene(path, bands), size):
+        assert np.array_equal(got.pixels, want.pixels) and got.scale == want.scale
 
 
 @pytest.mark.parametrize("kind", ["rgb jpeg", "nodata value", "deflate", "vrt"])
@@ -136,11 +143,7 @@ def test_rasters_libjpeg_turbo_is_not_given_are_gdal_reads_bit_for_bit(tmp_path,
         rasterio.shutil.copy(tmp_path / "s.tif", path, driver="VRT", blockxsize=512,
                              blockysize=512)
     assert _turbo_block(path) is None
-    scene = open_scene(path)
-    specs, cut = _tiles(scene, Blocks())
-    direct = TileReader([scene])
-    for spec, got in zip(specs, cut, strict=True):
-        want = direct.read(spec, (200, 200), (200, 200))
+    for got, want in _tiles(open_scene(path)):
         assert np.array_equal(got.pixels, want.pixels)
         assert (got.valid is None) == (want.valid is None) == (kind != "nodata value")
         assert got.valid is None or np.array_equal(got.valid, want.valid)
