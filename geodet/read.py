@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -206,6 +207,9 @@ class Tile:
         return out
 
 
+#: Scenes a reader keeps open, the last used (tiles come scene by scene).
+OPEN_SCENES = 8
+
 #: A transform for in-memory rasters: any but the identity and its flip, of which
 #: rasterio warns; GDAL's resampling does not depend on it.
 NORTH_UP = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 1.0)
@@ -246,13 +250,19 @@ class TileReader:
     def __init__(self, scenes: list[SceneInfo], blocks: Blocks | None = None) -> None:
         self._scenes = scenes
         self._blocks = blocks
-        self._open: dict[int, rasterio.DatasetReader] = {}
+        self._open: OrderedDict[int, rasterio.DatasetReader] = OrderedDict()  # last used last
         self._block_shape: dict[int, tuple[int, int] | None] = {}  # (h, w) to cut from
         self._jpeg: dict[int, TurboJpeg | None] = {}  # decodes the blocks to cut from
         self._needs: set[int] = set()  # scenes whose rows of blocks `blocks` knows
 
     def _dataset(self, scene: int) -> rasterio.DatasetReader:
-        if scene not in self._open:
+        """The scene's open dataset; the `OPEN_SCENES` last used stay open (a run over
+        a collection must not hold a file per scene: a desktop allows 1024)."""
+        if scene in self._open:
+            self._open.move_to_end(scene)
+        else:
+            while len(self._open) >= OPEN_SCENES:
+                self._forget(next(iter(self._open)))
             ds = self._open[scene] = rasterio.open(self._scenes[scene].path)
             shapes = {ds.block_shapes[b - 1] for b in self._scenes[scene].bands}
             shape = shapes.pop() if len(shapes) == 1 else None

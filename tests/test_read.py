@@ -127,3 +127,34 @@ def test_boxes_are_clipped_to_the_data_under_them():
                                 [12, 12, 18, 18],  # no data under it: left to --min-valid
                                 [6, 2, 14, 8]]  # oriented: not a rectangle of the grid
     assert Tile(tile.pixels, None, (1.0, 1.0)).clip_to_valid(boxes, upright) is boxes
+
+
+def test_a_run_over_more_scenes_than_it_may_open_files_reads_them_all(tmp_path,
+                                                                     squares_model):
+    """250 scenes, in a process that may hold 160 files open: a reader keeps only its
+    last scenes open, so every tile is read (each used to keep its file open: 'Too
+    many open files' from the 150th or so, the rest of the tiles failed)."""
+    import subprocess
+    import sys
+
+    import pyogrio
+
+    from tests.helpers import scene_with_squares
+
+    listing = tmp_path / "scenes.txt"
+    listing.write_text("".join(
+        f"{write_tif(tmp_path / f's{i:03d}.tif', scene_with_squares((96, 96), [(20, 30)]))}\n"
+        for i in range(250)))
+    out = tmp_path / "o.gpkg"
+    program = ("import resource, sys\n"
+               "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (160, hard))\n"
+               "from geodet.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    run = subprocess.run([sys.executable, "-c", program, "detect", str(listing), "--model",
+                          str(squares_model), "--out", str(out), "--no-progress",
+                          "--engine", "threads"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    tiles = pyogrio.read_dataframe(out, layer="tiles")
+    assert len(tiles) == 250 and set(tiles["status"]) == {"done"}, set(tiles["error"])
+    assert len(pyogrio.read_dataframe(out, layer="detections")) == 250
