@@ -54,9 +54,14 @@ class Detections:
 
     @classmethod
     def concat(cls, parts: list[Detections]) -> Detections:
+        """The detections of ``parts``, in order; a lone non-empty part is returned as
+        it is (detections are immutable), so that a run's detections, joined with the
+        none a fresh run resumes, are not held twice during the merge."""
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
         return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
                       for f in fields(cls)})
 
