@@ -12,6 +12,7 @@ On a GPU, the dense YOLO layouts are decoded in part on the device
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -142,7 +143,7 @@ def reduced_on_device(model: bytes, layout: str) -> bytes:
     out = graph.output[0]
     elem = out.type.tensor_type.elem_type
     dtype = helper.tensor_dtype_to_np_dtype(elem)
-    nodes, counter = [], iter(range(1 << 30))
+    nodes, counter = [], itertools.count()
 
     def const(value) -> str:
         name = f"geodet_reduce/c{next(counter)}"

@@ -235,8 +235,9 @@ def _from_memory(pixels: np.ndarray, valid: np.ndarray | None, window: Window,
 
 
 class TileReader:
-    """Reads tiles with windowed reads, one open dataset per scene (a reader belongs
-    to one thread: GDAL datasets are not shared between threads).
+    """Reads tiles with windowed reads, one open dataset per scene, for the last
+    `OPEN_SCENES` used (a reader belongs to one thread: GDAL datasets are not shared
+    between threads).
 
     With ``blocks`` (shared by the reader threads of one detector), a tile read at
     the scene's own resolution from a tiled raster is cut from the scene's decoded
