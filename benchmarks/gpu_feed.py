@@ -2,6 +2,11 @@
 
     python benchmarks/gpu_feed.py                       # 24000 x 24000 (576 MP), 640 px
     python benchmarks/gpu_feed.py --size 8000 --readers 1 2 --repeat 1   # quick look
+    python benchmarks/gpu_feed.py --gsd 0.3 --readers 2 4 --feed gpu      # resampled tiles
+
+With ``--gsd``, every row reads the windows that give the model that ground
+resolution (0.3 m/px: 1920 scene px at 0.1 m/px) resampled to ``--imgsz`` (bilinear),
+as geodet does for a model trained at another resolution than the scene's.
 
 What a GPU detector must do besides inference: read, decode and preprocess tiles,
 and turn the model's output into detections. A drone orthomosaic is generated and
@@ -50,6 +55,7 @@ from pathlib import Path
 import rasterio
 import rasterio.shutil
 from compare import alternated, grid, measure, wait_quiet  # benchmarks/, this script's folder
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 #: The zero-cost models' ends (see the module's docstring), and the options that
@@ -103,17 +109,19 @@ def crop(scene: Path, side: int) -> Path:
     return path
 
 
-def bare(scene: str, tile: int, threads: int) -> dict:
-    """Read every window of the grid on ``threads`` threads (own datasets), nothing else."""
+def bare(scene: str, imgsz: int, tile: int, threads: int) -> dict:
+    """Read every window of the grid (side ``tile``, resampled to ``imgsz`` where they
+    differ) on ``threads`` threads (own datasets), nothing else."""
     with rasterio.open(scene) as ds:
-        width, height = ds.width, ds.height
+        width, height, count = ds.width, ds.height, ds.count
     windows = [Window(c, r, tile, tile) for r in grid(height, tile, 0.2)
                for c in grid(width, tile, 0.2)]
 
     def read(part: list[Window]) -> None:
         with rasterio.open(scene) as ds:
             for w in part:
-                ds.read(window=w)
+                ds.read(window=w, out_shape=(count, imgsz, imgsz),
+                        resampling=Resampling.bilinear)
 
     workers = [threading.Thread(target=read, args=(windows[i::threads],))
                for i in range(threads)]
@@ -125,7 +133,7 @@ def bare(scene: str, tile: int, threads: int) -> dict:
     return {"tiles": len(windows), "seconds": time.perf_counter() - t}
 
 
-def cut(scene: str, tile: int, threads: int) -> dict:
+def cut(scene: str, imgsz: int, tile: int, threads: int) -> dict:
     """geodet's own reading alone: the tiles of its plan, read on ``threads`` threads
     (own datasets) that cut them from one shared cache of decoded blocks, then
     dropped: what the readers can feed, with no model and no inference thread."""
@@ -144,7 +152,7 @@ def cut(scene: str, tile: int, threads: int) -> dict:
     def read(spec) -> np.ndarray:
         if not hasattr(local, "reader"):
             local.reader = TileReader([info], blocks)
-        return local.reader.read(spec, (tile, tile), (tile, tile)).pixels
+        return local.reader.read(spec, (imgsz, imgsz), (tile, tile)).pixels
 
     t = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -167,13 +175,18 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/geodet-bench")
     parser.add_argument("--cut", type=int, nargs="+", default=[2],
                         help="thread counts of the 'geodet read' rows")
+    parser.add_argument("--gsd", type=float, default=None,
+                        help="the model's ground resolution (m/px): tiles resampled to "
+                        "it (default: the mosaic's own, 0.1)")
+    parser.add_argument("--tile", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-bare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-cut", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_bare or args.child_cut:
         child = bare if args.child_bare else cut
-        print(json.dumps(child(args.scene, args.imgsz, args.child_bare or args.child_cut)))
+        print(json.dumps(child(args.scene, args.imgsz, args.tile,
+                               args.child_bare or args.child_cut)))
         return
 
     import numpy as np
@@ -189,7 +202,9 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     scene = jpeg_mosaic(work, args.size)
-    one_tile = crop(scene, args.imgsz)
+    with rasterio.open(scene) as ds:  # scene pixels a tile, as geodet works it out
+        tile = round(args.imgsz * args.gsd / ds.res[0]) if args.gsd else args.imgsz
+    one_tile = crop(scene, tile)
     model = yolov8n_shaped(args.imgsz)
     path = work / f"yolov8n-{args.imgsz}.onnx"
     onnx.save(model, path)
@@ -212,14 +227,17 @@ def main() -> None:
     def geodet(path: Path, readers: int, engine: str, feed: str) -> list[str]:
         return [sys.executable, "-m", "geodet", "detect", str(path), "--model",
                 str(models[feed]), "--out", str(out), "--overwrite", "--no-progress",
-                "--tile-size", str(args.imgsz), "--overlap", "0.2", "--readers",
+                *(["--gsd", str(args.gsd)] if args.gsd else ["--tile-size", str(tile)]),
+                "--overlap", "0.2", "--readers",
                 str(readers), "--engine", engine, *FEEDS[feed]]
 
     rows: dict[str, tuple[list[str], list[str] | None]] = {
         f"bare x{n}": ([sys.executable, __file__, "--scene", str(scene), "--imgsz",
-                        str(args.imgsz), "--child-bare", str(n)], None) for n in args.bare}
+                        str(args.imgsz), "--tile", str(tile), "--child-bare", str(n)], None)
+        for n in args.bare}
     rows.update({f"geodet read x{n}": ([sys.executable, __file__, "--scene", str(scene),
-                                       "--imgsz", str(args.imgsz), "--child-cut", str(n)],
+                                       "--imgsz", str(args.imgsz), "--tile", str(tile),
+                                       "--child-cut", str(n)],
                                       None) for n in args.cut})
     for engine in ("threads", "ray") if args.ray else ("threads",):
         for feed in args.feed:
@@ -231,6 +249,7 @@ def main() -> None:
         mp = ds.width * ds.height / 1e6
     print(f"mosaic {args.size} x {args.size} ({mp:.0f} MP, JPEG YCbCr q90, 512 px blocks, "
           f"{scene.stat().st_size / 2**20:.0f} MiB), zero-cost model at {args.imgsz} px, "
+          f"tiles of {tile} scene px, "
           f"overlap 0.2; {args.repeat} alternated rounds", flush=True)
     runs: dict[str, list[dict]] = {name: [] for name in rows}
     for r, name in alternated(list(rows), args.repeat):
